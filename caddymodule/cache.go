@@ -1,0 +1,80 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// lookupCache remembers store answers for ttl. Known and unknown keys live in
+// separate LRUs so a flood of random keys can only evict other unknown keys.
+// Concurrent misses for the same hash share one store read.
+type lookupCache struct {
+	ttl     time.Duration
+	now     func() time.Time
+	found   *lru.Cache[string, cachedRecord]
+	missing *lru.Cache[string, time.Time]
+	flight  singleflight.Group
+}
+
+type cachedRecord struct {
+	record *Record
+	until  time.Time
+}
+
+func newLookupCache(ttl time.Duration, size, negativeSize int, now func() time.Time) (*lookupCache, error) {
+	found, err := lru.New[string, cachedRecord](size)
+	if err != nil {
+		return nil, err
+	}
+	missing, err := lru.New[string, time.Time](negativeSize)
+	if err != nil {
+		return nil, err
+	}
+	return &lookupCache{ttl: ttl, now: now, found: found, missing: missing}, nil
+}
+
+// lookup answers from the cache while fresh, else reads the store once for
+// every caller waiting on the same hash. Store failures are never cached.
+func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string) (*Record, error) {
+	now := c.now()
+	if hit, ok := c.found.Get(sha256Hex); ok && now.Before(hit.until) {
+		return hit.record, nil
+	}
+	if until, ok := c.missing.Get(sha256Hex); ok && now.Before(until) {
+		return nil, ErrNotFound
+	}
+	v, err, _ := c.flight.Do(sha256Hex, func() (any, error) {
+		rec, err := store.Lookup(ctx, sha256Hex)
+		c.remember(sha256Hex, rec, err)
+		return rec, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Record), nil
+}
+
+func (c *lookupCache) remember(sha256Hex string, rec *Record, err error) {
+	if c.ttl <= 0 {
+		return
+	}
+	until := c.now().Add(c.ttl)
+	switch {
+	case err == nil:
+		c.missing.Remove(sha256Hex)
+		c.found.Add(sha256Hex, cachedRecord{record: rec, until: until})
+	case errors.Is(err, ErrNotFound):
+		c.found.Remove(sha256Hex)
+		c.missing.Add(sha256Hex, until)
+	}
+}
+
+// forget drops whatever is cached for a hash, after a write.
+func (c *lookupCache) forget(sha256Hex string) {
+	c.found.Remove(sha256Hex)
+	c.missing.Remove(sha256Hex)
+}

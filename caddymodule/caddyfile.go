@@ -1,0 +1,117 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("wappchat_auth", parseHandler)
+	httpcaddyfile.RegisterDirectiveOrder("wappchat_auth", httpcaddyfile.Before, "basic_auth")
+	httpcaddyfile.RegisterGlobalOption("wappchat", parseApp)
+}
+
+// parseHandler sets up the handler from Caddyfile tokens. Syntax:
+//
+//	wappchat_auth [<matcher>] {
+//	    tenant_header <name>
+//	    key_id_header <name>|off
+//	    signatures    optional|required
+//	    tolerance     <duration>
+//	    max_body      <size>
+//	}
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	return handler, handler.UnmarshalCaddyfile(h.Dispenser)
+}
+
+// UnmarshalCaddyfile implements caddyfile.Unmarshaler.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		var value string
+		if !d.Args(&value) || d.NextArg() {
+			return d.ArgErr()
+		}
+		switch option {
+		case "tenant_header":
+			h.TenantHeader = value
+		case "key_id_header":
+			h.KeyIDHeader = value
+		case "signatures":
+			h.Signatures = value
+		case "tolerance":
+			dur, err := caddy.ParseDuration(value)
+			if err != nil {
+				return d.Errf("tolerance: %v", err)
+			}
+			h.Tolerance = caddy.Duration(dur)
+		case "max_body":
+			size, err := humanize.ParseBytes(value)
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("max_body: %q is not a size such as 1MiB", value)
+			}
+			h.MaxBody = int64(size)
+		default:
+			return d.Errf("unrecognized wappchat_auth option %q", option)
+		}
+	}
+	return nil
+}
+
+// parseApp sets up the wappchat app from the global options. Syntax:
+//
+//	wappchat {
+//	    cache_ttl           <duration>
+//	    cache_size          <n>
+//	    negative_cache_size <n>
+//	}
+func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		var value string
+		if !d.Args(&value) || d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		switch option {
+		case "cache_ttl":
+			dur, err := caddy.ParseDuration(value)
+			if err != nil || dur < 0 {
+				return nil, d.Errf("cache_ttl: %q is not a duration such as 5s", value)
+			}
+			ttl := caddy.Duration(dur)
+			app.CacheTTL = &ttl
+		case "cache_size", "negative_cache_size":
+			n, err := strconv.Atoi(value)
+			if err != nil || n <= 0 {
+				return nil, d.Errf("%s: %q is not a positive number", option, value)
+			}
+			if option == "cache_size" {
+				app.CacheSize = n
+			} else {
+				app.NegativeCacheSize = n
+			}
+		default:
+			return nil, d.Errf("unrecognized wappchat option %q", option)
+		}
+	}
+	return httpcaddyfile.App{Name: "wappchat", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,286 @@
+package caddymodule
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/certmagic"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "wappchat-keys",
+		Usage: "create|list|revoke|import [--config <path> [--adapter <name>]]",
+		Short: "Creates, lists, revokes and imports WApp Chat integration keys",
+		Long: `
+Manages the integration keys the wappchat_auth handler accepts. With --config,
+the command uses exactly the storage that config gives the server; without it,
+Caddy's default storage. Raw keys and secrets are printed once, at creation,
+and never stored: the store keeps only the SHA-256 of each key.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file whose storage holds the keys")
+			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of the adapter for the config file")
+
+			create := &cobra.Command{
+				Use:   "create --tenant <id> [--name <text>] [--signing] [--expires <duration>] [--json]",
+				Short: "Creates a key and prints it (and its signing secret) once",
+				Args:  cobra.NoArgs,
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdCreate),
+			}
+			create.Flags().String("tenant", "", "Tenant the key authenticates as (required)")
+			create.Flags().String("name", "", "Label for operators")
+			create.Flags().Bool("signing", false, "Also issue an integration secret; every request must then be signed")
+			create.Flags().String("expires", "", "Lifetime such as 720h or 30d; default never")
+			create.Flags().Bool("json", false, "Print one JSON object")
+
+			list := &cobra.Command{
+				Use:   "list [--tenant <id>] [--all] [--json]",
+				Short: "Lists keys (never their raw values or secrets)",
+				Args:  cobra.NoArgs,
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdList),
+			}
+			list.Flags().String("tenant", "", "Only this tenant's keys")
+			list.Flags().Bool("all", false, "Include revoked keys")
+			list.Flags().Bool("json", false, "Print a JSON array")
+
+			revoke := &cobra.Command{
+				Use:   "revoke <key-id>",
+				Short: "Revokes a key for good; its record stays for audit",
+				Args:  cobra.ExactArgs(1),
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdRevoke),
+			}
+
+			imp := &cobra.Command{
+				Use:   "import --tenant <id> --sha256 <hex> [--name <text>] [--secret <text>|-] [--json]",
+				Short: "Adopts a key issued elsewhere, from the SHA-256 of its raw value",
+				Args:  cobra.NoArgs,
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdImport),
+			}
+			imp.Flags().String("tenant", "", "Tenant the key authenticates as (required)")
+			imp.Flags().String("sha256", "", "Hex SHA-256 of the raw key (required)")
+			imp.Flags().String("name", "", "Label for operators")
+			imp.Flags().String("secret", "", "Existing integration secret; - reads it from stdin")
+			imp.Flags().Bool("json", false, "Print one JSON object")
+
+			cmd.AddCommand(create, list, revoke, imp)
+		},
+	})
+}
+
+func cmdCreate(fl caddycmd.Flags) (int, error) {
+	expires, err := parseLifetime(fl.String("expires"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return createRecord(fl, NewRecordSpec{
+		Tenant:  fl.String("tenant"),
+		Name:    fl.String("name"),
+		Signing: fl.Bool("signing"),
+		Expires: expires,
+	})
+}
+
+func cmdImport(fl caddycmd.Flags) (int, error) {
+	if fl.String("sha256") == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--sha256 is required")
+	}
+	secret := fl.String("secret")
+	if secret == "-" {
+		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("reading secret from stdin: %v", err)
+		}
+		if secret = strings.TrimRight(line, "\r\n"); secret == "" {
+			return caddy.ExitCodeFailedStartup, errors.New("no secret on stdin")
+		}
+	}
+	return createRecord(fl, NewRecordSpec{
+		Tenant: fl.String("tenant"),
+		Name:   fl.String("name"),
+		SHA256: fl.String("sha256"),
+		Secret: secret,
+	})
+}
+
+// createRecord validates the spec before opening the store, so bad arguments write nothing.
+func createRecord(fl caddycmd.Flags, spec NewRecordSpec) (int, error) {
+	issued, err := Issue(spec, time.Now())
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	app, done, err := openApp(fl)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer done()
+	if err := app.Store().Create(context.Background(), issued.Record); err != nil {
+		return caddy.ExitCodeFailedQuit, fmt.Errorf("storing key: %w", err)
+	}
+	if fl.Bool("json") {
+		return printJSON(issuedJSON(issued))
+	}
+	rec := issued.Record
+	fmt.Printf("Key %s for tenant %s stored.\n", rec.ID, rec.Tenant)
+	if issued.Key != "" {
+		fmt.Printf("Key (shown only now):    %s\n", issued.Key)
+	}
+	if issued.Secret != "" {
+		fmt.Printf("Secret (shown only now): %s\n", issued.Secret)
+	}
+	return 0, nil
+}
+
+// issuedJSON is the one output that carries a raw key and secret.
+func issuedJSON(issued *Issued) any {
+	return struct {
+		Summary
+		Key    string `json:"key,omitempty"`
+		Secret string `json:"secret,omitempty"`
+	}{issued.Record.Summary(), issued.Key, issued.Secret}
+}
+
+func cmdList(fl caddycmd.Flags) (int, error) {
+	app, done, err := openApp(fl)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer done()
+	records, err := app.Store().List(context.Background())
+	if err != nil {
+		return caddy.ExitCodeFailedQuit, err
+	}
+	summaries := FilterSummaries(records, fl.String("tenant"), fl.Bool("all"))
+	if fl.Bool("json") {
+		return printJSON(summaries)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTENANT\tNAME\tCREATED\tSTATUS\tSIGNING")
+	for _, s := range summaries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\n", s.ID, s.Tenant, s.Name, s.CreatedAt.Format(time.RFC3339), s.Status(time.Now()), s.Signing)
+	}
+	return 0, tw.Flush()
+}
+
+// FilterSummaries orders records by creation and drops other tenants' and,
+// unless all is set, revoked ones.
+func FilterSummaries(records []*Record, tenant string, all bool) []Summary {
+	summaries := []Summary{}
+	for _, rec := range records {
+		if (tenant == "" || rec.Tenant == tenant) && (all || rec.RevokedAt == nil) {
+			summaries = append(summaries, rec.Summary())
+		}
+	}
+	slices.SortFunc(summaries, func(a, b Summary) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return summaries
+}
+
+func cmdRevoke(fl caddycmd.Flags) (int, error) {
+	app, done, err := openApp(fl)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer done()
+	rec, err := app.Store().Update(context.Background(), fl.Arg(0), Revoke(time.Now()))
+	if errors.Is(err, ErrNotFound) {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("no key with id %q", fl.Arg(0))
+	}
+	if err != nil {
+		return caddy.ExitCodeFailedQuit, err
+	}
+	fmt.Printf("Key %s (tenant %s) revoked at %s.\n", rec.ID, rec.Tenant, rec.RevokedAt.Format(time.RFC3339))
+	return 0, nil
+}
+
+// Revoke marks a record revoked at now, keeping the first revocation time.
+func Revoke(now time.Time) func(*Record) error {
+	return func(rec *Record) error {
+		if rec.RevokedAt == nil {
+			at := now.UTC()
+			rec.RevokedAt = &at
+		}
+		return nil
+	}
+}
+
+// openApp builds the wappchat app over the storage the given config uses,
+// as `caddy storage export` does, without starting anything.
+func openApp(fl caddycmd.Flags) (*App, func(), error) {
+	var cfg struct {
+		StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
+		Apps       struct {
+			Wappchat json.RawMessage `json:"wappchat,omitempty"`
+		} `json:"apps"`
+	}
+	configFile, adapter := fl.String("config"), fl.String("adapter")
+	if configFile == "" && adapter != "" {
+		return nil, nil, errors.New("--adapter needs --config")
+	}
+	if configFile != "" {
+		raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := json.Unmarshal(raw, &cfg); err != nil {
+			return nil, nil, fmt.Errorf("reading config: %v", err)
+		}
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	var storage certmagic.Storage = caddy.DefaultStorage
+	if cfg.StorageRaw != nil {
+		mod, err := ctx.LoadModule(&cfg, "StorageRaw")
+		if err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("loading storage: %v", err)
+		}
+		if storage, err = mod.(caddy.StorageConverter).CertMagicStorage(); err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("opening storage: %v", err)
+		}
+	}
+	app := new(App)
+	if cfg.Apps.Wappchat != nil {
+		if err := caddy.StrictUnmarshalJSON(cfg.Apps.Wappchat, app); err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("reading wappchat app config: %v", err)
+		}
+	}
+	if err := app.provision(ctx, storage); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return app, cancel, nil
+}
+
+// parseLifetime accepts Go durations and Caddy's day suffix (30d); "" is forever.
+func parseLifetime(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := caddy.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--expires: %q is not a positive duration such as 720h or 30d", v)
+	}
+	return d, nil
+}
+
+func printJSON(v any) (int, error) {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return caddy.ExitCodeFailedQuit, err
+	}
+	return 0, nil
+}

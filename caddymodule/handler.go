@@ -1,0 +1,254 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the wappchat_auth handler.
+const (
+	defaultTenantHeader = "X-Tenant-ID"
+	defaultKeyIDHeader  = "X-WappChat-Key-ID"
+	defaultTolerance    = 5 * time.Minute
+	defaultMaxBody      = 1 << 20
+	headerOff           = "off"
+	signaturesOptional  = "optional"
+	signaturesRequired  = "required"
+)
+
+// Handler authenticates WApp Chat integration keys and request signatures,
+// then tells the upstream which tenant sent the request.
+type Handler struct {
+	// Header the tenant id is sent upstream in. Default X-Tenant-ID.
+	TenantHeader string `json:"tenant_header,omitempty"`
+	// Header the key id is sent upstream in; "off" sends none. Default X-WappChat-Key-ID.
+	KeyIDHeader string `json:"key_id_header,omitempty"`
+	// "optional" (default): keys with a secret must sign; "required": every key must.
+	Signatures string `json:"signatures,omitempty"`
+	// How far a signed timestamp may be from now, either way. Default 5m.
+	Tolerance caddy.Duration `json:"tolerance,omitempty"`
+	// Largest signed body read, in bytes. Default 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	app    *App
+	logger *zap.Logger
+	now    func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wappchat_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills defaults and finds the wappchat app.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.now = time.Now
+	if h.TenantHeader == "" {
+		h.TenantHeader = defaultTenantHeader
+	}
+	if h.KeyIDHeader == "" {
+		h.KeyIDHeader = defaultKeyIDHeader
+	}
+	if h.Signatures == "" {
+		h.Signatures = signaturesOptional
+	}
+	if h.Tolerance == 0 {
+		h.Tolerance = caddy.Duration(defaultTolerance)
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	app, err := ctx.App("wappchat")
+	if err != nil {
+		return fmt.Errorf("loading wappchat app: %v", err)
+	}
+	h.app = app.(*App)
+	return nil
+}
+
+// Validate refuses settings that would weaken or break authentication.
+func (h *Handler) Validate() error {
+	if h.Signatures != signaturesOptional && h.Signatures != signaturesRequired {
+		return fmt.Errorf("signatures must be %q or %q, not %q", signaturesOptional, signaturesRequired, h.Signatures)
+	}
+	if h.Tolerance < caddy.Duration(time.Second) {
+		return fmt.Errorf("tolerance must be at least 1s")
+	}
+	if h.MaxBody < 0 {
+		return fmt.Errorf("max_body must be positive")
+	}
+	for _, name := range h.injectedHeaders() {
+		if !validHeaderName(name) {
+			return fmt.Errorf("invalid header name %q", name)
+		}
+		for _, reserved := range []string{KeyHeader, TimestampHeader, SignatureHeader, "Authorization", "Content-Length", "Host"} {
+			if SameHeaderName(name, reserved) {
+				return fmt.Errorf("header %q cannot carry the tenant or key id", name)
+			}
+		}
+	}
+	if SameHeaderName(h.TenantHeader, h.KeyIDHeader) {
+		return fmt.Errorf("tenant_header and key_id_header must differ")
+	}
+	return nil
+}
+
+// injectedHeaders are the headers only this handler may set upstream.
+func (h *Handler) injectedHeaders() []string {
+	if h.KeyIDHeader == headerOff {
+		return []string{h.TenantHeader}
+	}
+	return []string{h.TenantHeader, h.KeyIDHeader}
+}
+
+// ServeHTTP reads top to bottom: key, record, signature, body, tenant, next.
+// Refusals are written here and return nil, so Caddy's error log never sees
+// (and never logs the headers of) a rejected request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	cred, rej := ExtractKey(r.Header)
+	if rej != nil {
+		return h.reject(w, r, rej, nil)
+	}
+	rec, rej := h.lookup(r, cred.Key)
+	if rej != nil {
+		return h.reject(w, r, rej, rec)
+	}
+	now := h.now()
+	if rej := rec.Check(now); rej != nil {
+		return h.reject(w, r, rej, rec)
+	}
+	secrets := rec.LiveSecrets(now)
+	if len(secrets) > 0 {
+		body, rej := h.verifySigned(r, secrets, now)
+		if rej != nil {
+			return h.reject(w, r, rej, rec)
+		}
+		defer releaseBody(body)
+	} else if rej := h.unsignedAllowed(r); rej != nil {
+		return h.reject(w, r, rej, rec)
+	}
+	h.injectTenant(r, cred, rec)
+	h.logger.Info("accepted", zap.String("key_id", rec.ID), zap.String("tenant", rec.Tenant))
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Handler) lookup(r *http.Request, key string) (*Record, *Rejection) {
+	rec, err := h.app.Lookup(r.Context(), HashKey(key))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, ErrInvalidKey
+	case err != nil:
+		h.logger.Error("key store unavailable", zap.Error(err))
+		return nil, ErrStoreUnavailable
+	}
+	return rec, nil
+}
+
+// unsignedAllowed decides for a key without a live secret.
+func (h *Handler) unsignedAllowed(r *http.Request) *Rejection {
+	if h.Signatures == signaturesRequired {
+		return ErrSignatureRequired
+	}
+	if SignaturePresent(r.Header) {
+		return ErrSigningNotEnabled
+	}
+	return nil
+}
+
+// verifySigned checks the signature headers before touching the body, then
+// reads the body once and replaces it with the verified bytes.
+func (h *Handler) verifySigned(r *http.Request, secrets [][]byte, now time.Time) (*bytes.Buffer, *Rejection) {
+	signed, rej := ParseSignedHeaders(r.Header, now, time.Duration(h.Tolerance))
+	if rej != nil {
+		return nil, rej
+	}
+	body, rej := readBody(r, h.MaxBody)
+	if rej != nil {
+		return nil, rej
+	}
+	if rej := VerifySignature(secrets, signed, body.Bytes()); rej != nil {
+		releaseBody(body)
+		return nil, rej
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body.Bytes()))
+	r.ContentLength = int64(body.Len())
+	r.TransferEncoding = nil
+	r.Header.Set("Content-Length", strconv.Itoa(body.Len()))
+	return body, nil
+}
+
+// injectTenant replaces anything the client sent under the tenant or key-id
+// names, removes the credential, and tells the rest of Caddy who called.
+func (h *Handler) injectTenant(r *http.Request, cred Credential, rec *Record) {
+	for _, name := range h.injectedHeaders() {
+		DeleteHeader(r.Header, name)
+	}
+	DeleteHeader(r.Header, KeyHeader)
+	if cred.FromAuthorization {
+		r.Header.Del("Authorization")
+	}
+	r.Header.Set(h.TenantHeader, rec.Tenant)
+	if h.KeyIDHeader != headerOff {
+		r.Header.Set(h.KeyIDHeader, rec.ID)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", rec.ID)
+	repl.Set("http.auth.user.tenant_id", rec.Tenant)
+}
+
+// reject writes the refusal and logs it once; rec is nil when the key was unknown.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rej *Rejection, rec *Record) error {
+	fields := []zap.Field{zap.String("code", rej.Code), zap.String("remote_addr", r.RemoteAddr)}
+	if rec != nil {
+		fields = append(fields, zap.String("key_id", rec.ID), zap.String("tenant", rec.Tenant))
+	}
+	h.logger.Warn("rejected", fields...)
+
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if rej.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="wappchat"`)
+	}
+	w.WriteHeader(rej.Status)
+	// A failed write means the client left; returning it would make Caddy log the request headers.
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": rej.Code, "message": rej.Message})
+	return nil
+}
+
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,200 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// KeyPrefix starts every key this sidecar issues; imported legacy keys may differ.
+const KeyPrefix = "wchat_live_"
+
+const (
+	secretPrefix = "wchat_secret_"
+	idPrefix     = "key_"
+	randomBytes  = 32
+	maxTenantLen = 128
+	maxNameLen   = 200
+)
+
+// Record is what the store keeps about one integration key: never the key itself.
+type Record struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Name      string     `json:"name,omitempty"`
+	SHA256    string     `json:"sha256"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Secrets   []Secret   `json:"secrets,omitempty"`
+}
+
+// Secret is an integration secret: the HMAC key is the bytes of Value.
+type Secret struct {
+	Value     string     `json:"value"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// Check refuses a key that is revoked or past its expiry.
+func (r *Record) Check(now time.Time) *Rejection {
+	if r.RevokedAt != nil {
+		return ErrKeyRevoked
+	}
+	if r.ExpiresAt != nil && !now.Before(*r.ExpiresAt) {
+		return ErrKeyExpired
+	}
+	return nil
+}
+
+// LiveSecrets returns the secrets that verify signatures at now.
+func (r *Record) LiveSecrets(now time.Time) [][]byte {
+	var live [][]byte
+	for _, s := range r.Secrets {
+		if s.ExpiresAt == nil || now.Before(*s.ExpiresAt) {
+			live = append(live, []byte(s.Value))
+		}
+	}
+	return live
+}
+
+// Summary is a record as shown to operators: no secret values.
+type Summary struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Name      string     `json:"name,omitempty"`
+	SHA256    string     `json:"sha256"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Signing   bool       `json:"signing"`
+	Secrets   int        `json:"secrets"`
+}
+
+// Summary describes r without its secrets.
+func (r *Record) Summary() Summary {
+	return Summary{
+		ID: r.ID, Tenant: r.Tenant, Name: r.Name, SHA256: r.SHA256,
+		CreatedAt: r.CreatedAt, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt,
+		Signing: len(r.Secrets) > 0, Secrets: len(r.Secrets),
+	}
+}
+
+// Issued is a freshly created key: the only moment its raw key and secret exist.
+type Issued struct {
+	Record *Record
+	Key    string
+	Secret string
+}
+
+// NewRecordSpec describes a key to create or import.
+type NewRecordSpec struct {
+	Tenant  string
+	Name    string
+	Signing bool
+	Expires time.Duration // 0: never
+	SHA256  string        // import only: hex SHA-256 of a key issued elsewhere
+	Secret  string        // import only: an existing integration secret
+}
+
+// Issue builds a record from spec, generating the key (unless imported) and the secret.
+func Issue(spec NewRecordSpec, now time.Time) (*Issued, error) {
+	spec.SHA256 = strings.ToLower(spec.SHA256)
+	if err := validateSpec(spec); err != nil {
+		return nil, err
+	}
+	issued := &Issued{Record: &Record{
+		ID:        idPrefix + randomToken(12, hex.EncodeToString),
+		Tenant:    spec.Tenant,
+		Name:      spec.Name,
+		CreatedAt: now.UTC(),
+	}}
+	if spec.SHA256 == "" {
+		issued.Key = KeyPrefix + randomToken(randomBytes, base64.RawURLEncoding.EncodeToString)
+		issued.Record.SHA256 = HashKey(issued.Key)
+	} else {
+		issued.Record.SHA256 = spec.SHA256
+	}
+	secret := spec.Secret
+	if secret == "" && spec.Signing {
+		secret = secretPrefix + randomToken(randomBytes, base64.RawURLEncoding.EncodeToString)
+		issued.Secret = secret
+	}
+	if secret != "" {
+		issued.Record.Secrets = []Secret{{Value: secret, CreatedAt: now.UTC()}}
+	}
+	if spec.Expires > 0 {
+		expires := now.Add(spec.Expires).UTC()
+		issued.Record.ExpiresAt = &expires
+	}
+	return issued, nil
+}
+
+func validateSpec(spec NewRecordSpec) error {
+	if spec.Tenant == "" || len(spec.Tenant) > maxTenantLen || !visibleASCII(spec.Tenant) {
+		return fmt.Errorf("tenant must be 1 to %d visible ASCII characters (it is sent as a header value)", maxTenantLen)
+	}
+	if len(spec.Name) > maxNameLen || hasControl(spec.Name) {
+		return fmt.Errorf("name must be at most %d characters without control characters", maxNameLen)
+	}
+	if spec.Expires < 0 {
+		return errors.New("expiry must be a positive duration")
+	}
+	if spec.SHA256 != "" {
+		if b, err := hex.DecodeString(spec.SHA256); err != nil || len(b) != sha256.Size {
+			return errors.New("sha256 must be 64 hex digits")
+		}
+	}
+	if hasControl(spec.Secret) {
+		return errors.New("secret must not contain control characters")
+	}
+	return nil
+}
+
+// HashKey is the lookup handle of a raw key: hex SHA-256.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomToken(n int, encode func([]byte) string) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // rand.Read never fails on supported platforms
+	}
+	return encode(b)
+}
+
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// Status is how a key stands at now: active, revoked or expired.
+func (s Summary) Status(now time.Time) string {
+	switch {
+	case s.RevokedAt != nil:
+		return "revoked"
+	case s.ExpiresAt != nil && !now.Before(*s.ExpiresAt):
+		return "expired"
+	}
+	return "active"
+}
