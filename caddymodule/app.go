@@ -33,9 +33,10 @@ type App struct {
 	// How many unknown keys are cached (default 1000), kept apart from known keys.
 	NegativeCacheSize int `json:"negative_cache_size,omitempty"`
 
-	store  Store
-	cache  *lookupCache
-	logger *zap.Logger
+	store   Store
+	cache   *lookupCache
+	metrics *authMetrics
+	logger  *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -72,6 +73,9 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 		return err
 	}
 	a.cache = cache
+	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	a.store = NewStorageStore(storage)
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,14 +24,19 @@ func init() {
 		Usage: "create|list|revoke|import [--config <path> [--adapter <name>]]",
 		Short: "Creates, lists, revokes and imports WApp Chat integration keys",
 		Long: `
-Manages the integration keys the wappchat_auth handler accepts. With --config,
-the command uses exactly the storage that config gives the server; without it,
-Caddy's default storage. Raw keys and secrets are printed once, at creation,
-and never stored: the store keeps only the SHA-256 of each key.
+Manages the integration keys the wappchat_auth handler accepts. When a server
+answers on the admin address (--address, else the one --config names, else
+localhost:2019), the command goes through its admin API, so the server's cache
+learns of the change at once. Otherwise it opens the store directly: with
+--config, exactly the storage that config gives the server; without it, Caddy's
+default storage. It says on stderr which one it used. Raw keys and secrets are
+printed once, at creation, and never stored: the store keeps only the SHA-256
+of each key.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file whose storage holds the keys")
 			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of the adapter for the config file")
+			cmd.PersistentFlags().String("address", "", "Admin API address of the running server (default: from --config, else localhost:2019)")
 
 			create := &cobra.Command{
 				Use:   "create --tenant <id> [--name <text>] [--signing] [--expires <duration>] [--json]",
@@ -81,15 +85,11 @@ and never stored: the store keeps only the SHA-256 of each key.
 }
 
 func cmdCreate(fl caddycmd.Flags) (int, error) {
-	expires, err := parseLifetime(fl.String("expires"))
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
-	return createRecord(fl, NewRecordSpec{
-		Tenant:  fl.String("tenant"),
-		Name:    fl.String("name"),
-		Signing: fl.Bool("signing"),
-		Expires: expires,
+	return createKey(fl, CreateRequest{
+		Tenant:    fl.String("tenant"),
+		Name:      fl.String("name"),
+		Signing:   fl.Bool("signing"),
+		ExpiresIn: fl.String("expires"),
 	})
 }
 
@@ -107,7 +107,7 @@ func cmdImport(fl caddycmd.Flags) (int, error) {
 			return caddy.ExitCodeFailedStartup, errors.New("no secret on stdin")
 		}
 	}
-	return createRecord(fl, NewRecordSpec{
+	return createKey(fl, CreateRequest{
 		Tenant: fl.String("tenant"),
 		Name:   fl.String("name"),
 		SHA256: fl.String("sha256"),
@@ -115,25 +115,29 @@ func cmdImport(fl caddycmd.Flags) (int, error) {
 	})
 }
 
-// createRecord validates the spec before opening the store, so bad arguments write nothing.
-func createRecord(fl caddycmd.Flags, spec NewRecordSpec) (int, error) {
-	issued, err := Issue(spec, time.Now())
+// createKey validates the request before touching the store or the server, so
+// bad arguments write nothing.
+func createKey(fl caddycmd.Flags, req CreateRequest) (int, error) {
+	spec, err := req.Spec()
+	if err == nil {
+		err = validateSpec(spec)
+	}
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	app, done, err := openApp(fl)
+	keys, done, err := openKeys(fl)
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer done()
-	if err := app.Store().Create(context.Background(), issued.Record); err != nil {
+	issued, err := keys.Create(req)
+	if err != nil {
 		return caddy.ExitCodeFailedQuit, fmt.Errorf("storing key: %w", err)
 	}
 	if fl.Bool("json") {
-		return printJSON(issuedJSON(issued))
+		return printJSON(issued)
 	}
-	rec := issued.Record
-	fmt.Printf("Key %s for tenant %s stored.\n", rec.ID, rec.Tenant)
+	fmt.Printf("Key %s for tenant %s stored.\n", issued.ID, issued.Tenant)
 	if issued.Key != "" {
 		fmt.Printf("Key (shown only now):    %s\n", issued.Key)
 	}
@@ -143,26 +147,16 @@ func createRecord(fl caddycmd.Flags, spec NewRecordSpec) (int, error) {
 	return 0, nil
 }
 
-// issuedJSON is the one output that carries a raw key and secret.
-func issuedJSON(issued *Issued) any {
-	return struct {
-		Summary
-		Key    string `json:"key,omitempty"`
-		Secret string `json:"secret,omitempty"`
-	}{issued.Record.Summary(), issued.Key, issued.Secret}
-}
-
 func cmdList(fl caddycmd.Flags) (int, error) {
-	app, done, err := openApp(fl)
+	keys, done, err := openKeys(fl)
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer done()
-	records, err := app.Store().List(context.Background())
+	summaries, err := keys.List(fl.String("tenant"), fl.Bool("all"))
 	if err != nil {
 		return caddy.ExitCodeFailedQuit, err
 	}
-	summaries := FilterSummaries(records, fl.String("tenant"), fl.Bool("all"))
 	if fl.Bool("json") {
 		return printJSON(summaries)
 	}
@@ -174,45 +168,21 @@ func cmdList(fl caddycmd.Flags) (int, error) {
 	return 0, tw.Flush()
 }
 
-// FilterSummaries orders records by creation and drops other tenants' and,
-// unless all is set, revoked ones.
-func FilterSummaries(records []*Record, tenant string, all bool) []Summary {
-	summaries := []Summary{}
-	for _, rec := range records {
-		if (tenant == "" || rec.Tenant == tenant) && (all || rec.RevokedAt == nil) {
-			summaries = append(summaries, rec.Summary())
-		}
-	}
-	slices.SortFunc(summaries, func(a, b Summary) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return summaries
-}
-
 func cmdRevoke(fl caddycmd.Flags) (int, error) {
-	app, done, err := openApp(fl)
+	keys, done, err := openKeys(fl)
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	defer done()
-	rec, err := app.Store().Update(context.Background(), fl.Arg(0), Revoke(time.Now()))
+	summary, err := keys.Revoke(fl.Arg(0))
 	if errors.Is(err, ErrNotFound) {
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("no key with id %q", fl.Arg(0))
 	}
 	if err != nil {
 		return caddy.ExitCodeFailedQuit, err
 	}
-	fmt.Printf("Key %s (tenant %s) revoked at %s.\n", rec.ID, rec.Tenant, rec.RevokedAt.Format(time.RFC3339))
+	fmt.Printf("Key %s (tenant %s) revoked at %s.\n", summary.ID, summary.Tenant, summary.RevokedAt.Format(time.RFC3339))
 	return 0, nil
-}
-
-// Revoke marks a record revoked at now, keeping the first revocation time.
-func Revoke(now time.Time) func(*Record) error {
-	return func(rec *Record) error {
-		if rec.RevokedAt == nil {
-			at := now.UTC()
-			rec.RevokedAt = &at
-		}
-		return nil
-	}
 }
 
 // openApp builds the wappchat app over the storage the given config uses,

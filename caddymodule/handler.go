@@ -119,35 +119,53 @@ func (h *Handler) injectedHeaders() []string {
 	return []string{h.TenantHeader, h.KeyIDHeader}
 }
 
-// ServeHTTP reads top to bottom: key, record, signature, body, tenant, next.
-// Refusals are written here and return nil, so Caddy's error log never sees
-// (and never logs the headers of) a rejected request.
+// ServeHTTP decides, counts and logs the decision, then either refuses or
+// passes the request on with the tenant. Refusals are written here and return
+// nil, so Caddy's error log never sees (nor logs the headers of) a rejected request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	cred, rej := ExtractKey(r.Header)
-	if rej != nil {
-		return h.reject(w, r, rej, nil)
+	started := time.Now()
+	d := h.authenticate(r)
+	h.app.metrics.observe(d.rejection, started, d.bodyRead)
+	if d.rejection != nil {
+		return h.reject(w, r, d)
 	}
-	rec, rej := h.lookup(r, cred.Key)
-	if rej != nil {
-		return h.reject(w, r, rej, rec)
+	if d.body != nil {
+		defer releaseBody(d.body)
+	}
+	h.injectTenant(r, d.credential, d.record)
+	h.logAccepted(d)
+	return next.ServeHTTP(w, r)
+}
+
+// decision is what authenticate learned about a request.
+type decision struct {
+	credential Credential
+	record     *Record       // nil while the key is unknown
+	body       *bytes.Buffer // the verified body of a signed request
+	bodyRead   time.Duration
+	rejection  *Rejection // nil: accepted
+}
+
+// authenticate reads top to bottom: key, record, signature headers, body.
+// A request without a valid key never gets its body read.
+func (h *Handler) authenticate(r *http.Request) (d decision) {
+	if d.credential, d.rejection = ExtractKey(r.Header); d.rejection != nil {
+		return d
+	}
+	if d.record, d.rejection = h.lookup(r, d.credential.Key); d.rejection != nil {
+		return d
 	}
 	now := h.now()
-	if rej := rec.Check(now); rej != nil {
-		return h.reject(w, r, rej, rec)
+	if d.rejection = d.record.Check(now); d.rejection != nil {
+		return d
 	}
-	secrets := rec.LiveSecrets(now)
-	if len(secrets) > 0 {
-		body, rej := h.verifySigned(r, secrets, now)
-		if rej != nil {
-			return h.reject(w, r, rej, rec)
-		}
-		defer releaseBody(body)
-	} else if rej := h.unsignedAllowed(r); rej != nil {
-		return h.reject(w, r, rej, rec)
+	secrets := d.record.LiveSecrets(now)
+	if len(secrets) == 0 {
+		d.rejection = h.unsignedAllowed(r)
+		return d
 	}
-	h.injectTenant(r, cred, rec)
-	h.logger.Info("accepted", zap.String("key_id", rec.ID), zap.String("tenant", rec.Tenant))
-	return next.ServeHTTP(w, r)
+	d.body, d.bodyRead, d.rejection = h.verifySigned(r, secrets, now)
+	return d
 }
 
 func (h *Handler) lookup(r *http.Request, key string) (*Record, *Rejection) {
@@ -175,24 +193,26 @@ func (h *Handler) unsignedAllowed(r *http.Request) *Rejection {
 
 // verifySigned checks the signature headers before touching the body, then
 // reads the body once and replaces it with the verified bytes.
-func (h *Handler) verifySigned(r *http.Request, secrets [][]byte, now time.Time) (*bytes.Buffer, *Rejection) {
+func (h *Handler) verifySigned(r *http.Request, secrets [][]byte, now time.Time) (*bytes.Buffer, time.Duration, *Rejection) {
 	signed, rej := ParseSignedHeaders(r.Header, now, time.Duration(h.Tolerance))
 	if rej != nil {
-		return nil, rej
+		return nil, 0, rej
 	}
+	readStarted := time.Now()
 	body, rej := readBody(r, h.MaxBody)
+	bodyRead := time.Since(readStarted)
 	if rej != nil {
-		return nil, rej
+		return nil, bodyRead, rej
 	}
 	if rej := VerifySignature(secrets, signed, body.Bytes()); rej != nil {
 		releaseBody(body)
-		return nil, rej
+		return nil, bodyRead, rej
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body.Bytes()))
 	r.ContentLength = int64(body.Len())
 	r.TransferEncoding = nil
 	r.Header.Set("Content-Length", strconv.Itoa(body.Len()))
-	return body, nil
+	return body, bodyRead, nil
 }
 
 // injectTenant replaces anything the client sent under the tenant or key-id
@@ -214,11 +234,12 @@ func (h *Handler) injectTenant(r *http.Request, cred Credential, rec *Record) {
 	repl.Set("http.auth.user.tenant_id", rec.Tenant)
 }
 
-// reject writes the refusal and logs it once; rec is nil when the key was unknown.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rej *Rejection, rec *Record) error {
+// reject logs the refusal once (key id only when the key was known) and writes it.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d decision) error {
+	rej := d.rejection
 	fields := []zap.Field{zap.String("code", rej.Code), zap.String("remote_addr", r.RemoteAddr)}
-	if rec != nil {
-		fields = append(fields, zap.String("key_id", rec.ID), zap.String("tenant", rec.Tenant))
+	if d.record != nil {
+		fields = append(fields, zap.String("key_id", d.record.ID), zap.String("tenant", d.record.Tenant))
 	}
 	h.logger.Warn("rejected", fields...)
 
@@ -231,6 +252,16 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, rej *Rejection,
 	// A failed write means the client left; returning it would make Caddy log the request headers.
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": rej.Code, "message": rej.Message})
 	return nil
+}
+
+// logAccepted writes the audit entry of an accepted request, with the event
+// fields of a signed JSON body when it has them.
+func (h *Handler) logAccepted(d decision) {
+	fields := []zap.Field{zap.String("key_id", d.record.ID), zap.String("tenant", d.record.Tenant)}
+	if d.body != nil {
+		fields = append(fields, EventFields(d.body.Bytes())...)
+	}
+	h.logger.Info("accepted", fields...)
 }
 
 func validHeaderName(name string) bool {

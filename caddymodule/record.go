@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -135,23 +134,28 @@ func Issue(spec NewRecordSpec, now time.Time) (*Issued, error) {
 	return issued, nil
 }
 
+// InvalidSpecError is a key spec refused before anything is written.
+type InvalidSpecError struct{ reason string }
+
+func (e *InvalidSpecError) Error() string { return e.reason }
+
 func validateSpec(spec NewRecordSpec) error {
 	if spec.Tenant == "" || len(spec.Tenant) > maxTenantLen || !visibleASCII(spec.Tenant) {
-		return fmt.Errorf("tenant must be 1 to %d visible ASCII characters (it is sent as a header value)", maxTenantLen)
+		return &InvalidSpecError{fmt.Sprintf("tenant must be 1 to %d visible ASCII characters (it is sent as a header value)", maxTenantLen)}
 	}
 	if len(spec.Name) > maxNameLen || hasControl(spec.Name) {
-		return fmt.Errorf("name must be at most %d characters without control characters", maxNameLen)
+		return &InvalidSpecError{fmt.Sprintf("name must be at most %d characters without control characters", maxNameLen)}
 	}
 	if spec.Expires < 0 {
-		return errors.New("expiry must be a positive duration")
+		return &InvalidSpecError{"expiry must be a positive duration"}
 	}
 	if spec.SHA256 != "" {
 		if b, err := hex.DecodeString(spec.SHA256); err != nil || len(b) != sha256.Size {
-			return errors.New("sha256 must be 64 hex digits")
+			return &InvalidSpecError{"sha256 must be 64 hex digits"}
 		}
 	}
 	if hasControl(spec.Secret) {
-		return errors.New("secret must not contain control characters")
+		return &InvalidSpecError{"secret must not contain control characters"}
 	}
 	return nil
 }
