@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -67,11 +68,15 @@ var errMethodNotAllowed = &apiError{http.StatusMethodNotAllowed, "method_not_all
 // serveKeys routes /wappchat/keys and /wappchat/keys/{id}. Errors are written
 // here as JSON with a code, so Caddy's admin error wrapper never reshapes them.
 func (a *adminAPI) serveKeys(w http.ResponseWriter, r *http.Request) error {
-	id := strings.Trim(strings.TrimPrefix(r.URL.Path, adminKeysPath), "/")
+	id, action, _ := strings.Cut(strings.Trim(strings.TrimPrefix(r.URL.Path, adminKeysPath), "/"), "/")
 	var status int
 	var out any
 	var aerr *apiError
 	switch {
+	case action != "" && r.Method == http.MethodPost:
+		status, out, aerr = a.sign(r, id, action)
+	case action != "":
+		aerr = errMethodNotAllowed
 	case id == "" && r.Method == http.MethodGet:
 		status, out, aerr = a.list(r)
 	case id == "" && r.Method == http.MethodPost:
@@ -120,6 +125,67 @@ func (a *adminAPI) revoke(r *http.Request, id string) (int, any, *apiError) {
 	return http.StatusOK, rec.Summary(), nil
 }
 
+// RotateRequest is the optional body of POST /wappchat/keys/{id}/rotate-secret.
+type RotateRequest struct {
+	Grace string `json:"grace,omitempty"` // default 24h; "0" retires the old secret at once
+}
+
+// defaultGrace is how long a rotated-out secret keeps verifying.
+const defaultGrace = 24 * time.Hour
+
+// ParseGrace reads a grace period; "" is the default.
+func ParseGrace(v string) (time.Duration, error) {
+	if v == "" {
+		return defaultGrace, nil
+	}
+	d, err := caddy.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("grace %q is not a duration such as 24h or 0", v)
+	}
+	return d, nil
+}
+
+// sign serves POST /wappchat/keys/{id}/rotate-secret and /enable-signing.
+func (a *adminAPI) sign(r *http.Request, id, action string) (int, any, *apiError) {
+	var issued *Issued
+	var err error
+	switch action {
+	case "rotate-secret":
+		var req RotateRequest
+		if aerr := decodeJSON(r, &req, true); aerr != nil {
+			return 0, nil, aerr
+		}
+		grace, perr := ParseGrace(req.Grace)
+		if perr != nil {
+			return 0, nil, &apiError{http.StatusBadRequest, "invalid_request", perr.Error()}
+		}
+		issued, err = a.app.RotateSecret(r.Context(), id, grace)
+	case "enable-signing":
+		issued, err = a.app.EnableSigning(r.Context(), id)
+	default:
+		return 0, nil, &apiError{http.StatusNotFound, "not_found", "no such resource"}
+	}
+	if err != nil {
+		return 0, nil, a.storeError(err)
+	}
+	a.logger.Info("secret issued", zap.String("key_id", id), zap.String("action", action))
+	return http.StatusOK, issued.View(), nil
+}
+
+// decodeJSON reads one JSON object with no unknown fields; optional allows an empty body.
+func decodeJSON(r *http.Request, v any, optional bool) *apiError {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if optional && errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil || dec.More() {
+		return &apiError{http.StatusBadRequest, "invalid_json", "the body must be one JSON object with only the documented fields"}
+	}
+	return nil
+}
+
 // CreateRequest is the body of POST /wappchat/keys. SHA256 and Secret import a
 // key issued elsewhere; otherwise the key (and, with Signing, a secret) is generated.
 type CreateRequest struct {
@@ -142,10 +208,8 @@ func (c CreateRequest) Spec() (NewRecordSpec, error) {
 
 func (a *adminAPI) create(r *http.Request) (int, any, *apiError) {
 	var req CreateRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		return 0, nil, &apiError{http.StatusBadRequest, "invalid_json", "the body must be one JSON object with tenant, name, signing, expires_in (and for imports sha256, secret)"}
+	if aerr := decodeJSON(r, &req, false); aerr != nil {
+		return 0, nil, aerr
 	}
 	spec, err := req.Spec()
 	if err != nil {
@@ -170,6 +234,8 @@ func (a *adminAPI) storeError(err error) *apiError {
 		return &apiError{http.StatusConflict, "key_exists", "a key with this hash already exists"}
 	case errors.As(err, &invalid):
 		return &apiError{http.StatusBadRequest, "invalid_request", err.Error()}
+	case errors.Is(err, ErrSigningState):
+		return &apiError{http.StatusConflict, "signing_conflict", "revoked keys cannot sign; rotate-secret needs a signing key, enable-signing a key without a secret"}
 	}
 	a.logger.Error("key store unavailable", zap.Error(err))
 	return &apiError{http.StatusServiceUnavailable, "store_unavailable", "the key store cannot be used right now"}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +20,8 @@ const (
 	defaultCacheTTL          = 5 * time.Second
 	defaultCacheSize         = 10000
 	defaultNegativeCacheSize = 1000
+	// A sustained 1,000 signed requests/s over a 10-minute window (5m tolerance either side).
+	defaultReplayCapacity = 600_000
 )
 
 // App owns the key store that every wappchat_auth handler asks. It works with
@@ -32,11 +35,21 @@ type App struct {
 	CacheSize int `json:"cache_size,omitempty"`
 	// How many unknown keys are cached (default 1000), kept apart from known keys.
 	NegativeCacheSize int `json:"negative_cache_size,omitempty"`
+	// How many signed requests are remembered against replay (default 600000).
+	// When full of live claims, signed requests are refused with 503.
+	ReplayCapacity int `json:"replay_capacity,omitempty"`
+	// Base64 32-byte key that encrypts integration secrets at rest, normally
+	// {env.WAPPCHAT_SECRETS_KEY}. Without it secrets are stored as they are.
+	SecretsKey string `json:"secrets_key,omitempty"`
 
 	store   Store
 	cache   *lookupCache
+	claims  Claims
+	sealer  Sealer
 	metrics *authMetrics
 	logger  *zap.Logger
+	// oldSecretsKeys open records sealed under earlier keys (reencrypt only).
+	oldSecretsKeys []*SecretsKey
 }
 
 // CaddyModule returns the Caddy module information.
@@ -65,8 +78,11 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 	if a.NegativeCacheSize == 0 {
 		a.NegativeCacheSize = defaultNegativeCacheSize
 	}
-	if *a.CacheTTL < 0 || a.CacheSize < 0 || a.NegativeCacheSize < 0 {
-		return fmt.Errorf("cache_ttl, cache_size and negative_cache_size must not be negative")
+	if a.ReplayCapacity == 0 {
+		a.ReplayCapacity = defaultReplayCapacity
+	}
+	if *a.CacheTTL < 0 || a.CacheSize < 0 || a.NegativeCacheSize < 0 || a.ReplayCapacity < 0 {
+		return fmt.Errorf("cache_ttl, cache_size, negative_cache_size and replay_capacity must not be negative")
 	}
 	cache, err := newLookupCache(time.Duration(*a.CacheTTL), a.CacheSize, a.NegativeCacheSize, time.Now)
 	if err != nil {
@@ -76,7 +92,52 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
-	a.store = NewStorageStore(storage)
+	a.claims = NewMemoryClaims(a.ReplayCapacity, time.Now)
+	if a.sealer, err = a.newSealer(); err != nil {
+		return err
+	}
+	a.store = NewStorageStore(storage, a.sealer)
+	return a.checkSealing(ctx)
+}
+
+func (a *App) newSealer() (Sealer, error) {
+	sealer := Sealer{Others: a.oldSecretsKeys}
+	encoded := caddy.NewReplacer().ReplaceKnown(a.SecretsKey, "")
+	if encoded == "" {
+		return sealer, nil
+	}
+	key, err := ParseSecretsKey(encoded)
+	if err != nil {
+		return sealer, err
+	}
+	sealer.Current = key
+	return sealer, nil
+}
+
+// checkSealing refuses to run over records sealed under a key this sidecar
+// lacks, rather than fail on those keys one request at a time. It reads one
+// small marker object, so start-up does not depend on how many keys exist.
+func (a *App) checkSealing(ctx context.Context) error {
+	sealer := a.sealer
+	fingerprints, err := a.store.SealedWith(ctx)
+	if err != nil {
+		return err
+	}
+	for _, fp := range fingerprints {
+		if sealer.key(fp) == nil {
+			return fmt.Errorf("the key store holds secrets sealed under secrets key %s, which this sidecar does not have: "+
+				"set secrets_key (normally {env.WAPPCHAT_SECRETS_KEY}) to that key, or move the records with "+
+				"`caddy wappchat-keys reencrypt --old-key <that key>`", fp)
+		}
+	}
+	if sealer.Current == nil {
+		a.logger.Warn("secrets_key is not set: integration secrets are stored unencrypted in the key store")
+		return nil
+	}
+	if !slices.Contains(fingerprints, sealer.Current.Fingerprint) {
+		// Recorded before any record is sealed, so a sidecar without this key refuses to start.
+		return a.store.SetSealedWith(ctx, append(fingerprints, sealer.Current.Fingerprint))
+	}
 	return nil
 }
 

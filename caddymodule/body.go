@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 	"sync"
 )
 
@@ -33,6 +35,36 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, *Rejection) {
 		return nil, ErrInvalidBody
 	}
 	return buf, nil
+}
+
+// replaceBody gives the rest of the chain the verified bytes with an exact
+// length. The buffer returns to the pool when the consumer (the proxy
+// transport) closes the body, not when the handler returns: the transport may
+// still be writing it then.
+func replaceBody(r *http.Request, buf *bytes.Buffer) {
+	if buf.Len() == 0 {
+		releaseBody(buf)
+		r.Body = http.NoBody
+	} else {
+		r.Body = &pooledBody{Reader: bytes.NewReader(buf.Bytes()), buf: buf}
+	}
+	r.ContentLength = int64(buf.Len())
+	r.TransferEncoding = nil
+	r.Header.Set("Content-Length", strconv.Itoa(buf.Len()))
+}
+
+type pooledBody struct {
+	*bytes.Reader
+	buf    *bytes.Buffer
+	closed atomic.Bool
+}
+
+func (b *pooledBody) Close() error {
+	if !b.closed.Swap(true) {
+		b.Reader = bytes.NewReader(nil)
+		releaseBody(b.buf)
+	}
+	return nil
 }
 
 func releaseBody(buf *bytes.Buffer) {

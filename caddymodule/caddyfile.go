@@ -25,6 +25,7 @@ func init() {
 //	    signatures    optional|required
 //	    tolerance     <duration>
 //	    max_body      <size>
+//	    replay        on|off
 //	}
 func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
@@ -62,6 +63,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body: %q is not a size such as 1MiB", value)
 			}
 			h.MaxBody = int64(size)
+		case "replay":
+			if value != "on" && value != "off" {
+				return d.Errf("replay must be on or off, not %q", value)
+			}
+			h.ReplayOff = value == "off"
 		default:
 			return d.Errf("unrecognized wappchat_auth option %q", option)
 		}
@@ -75,6 +81,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //	    cache_ttl           <duration>
 //	    cache_size          <n>
 //	    negative_cache_size <n>
+//	    replay_capacity     <n>
+//	    secrets_key         <base64 32 bytes>
 //	}
 func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -96,16 +104,21 @@ func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
 			}
 			ttl := caddy.Duration(dur)
 			app.CacheTTL = &ttl
-		case "cache_size", "negative_cache_size":
+		case "cache_size", "negative_cache_size", "replay_capacity":
 			n, err := strconv.Atoi(value)
 			if err != nil || n <= 0 {
 				return nil, d.Errf("%s: %q is not a positive number", option, value)
 			}
-			if option == "cache_size" {
+			switch option {
+			case "cache_size":
 				app.CacheSize = n
-			} else {
+			case "negative_cache_size":
 				app.NegativeCacheSize = n
+			case "replay_capacity":
+				app.ReplayCapacity = n
 			}
+		case "secrets_key":
+			app.SecretsKey = value
 		default:
 			return nil, d.Errf("unrecognized wappchat option %q", option)
 		}

@@ -79,7 +79,38 @@ of each key.
 			imp.Flags().String("secret", "", "Existing integration secret; - reads it from stdin")
 			imp.Flags().Bool("json", false, "Print one JSON object")
 
-			cmd.AddCommand(create, list, revoke, imp)
+			rotate := &cobra.Command{
+				Use:   "rotate-secret <key-id> [--grace 24h] [--json]",
+				Short: "Issues a new secret, printed once; the old one verifies until the grace ends",
+				Args:  cobra.ExactArgs(1),
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdRotateSecret),
+			}
+			rotate.Flags().String("grace", "24h", "How long the old secret keeps verifying; 0 retires it at once")
+			rotate.Flags().Bool("json", false, "Print one JSON object")
+
+			enable := &cobra.Command{
+				Use:   "enable-signing <key-id> [--json]",
+				Short: "Gives a key without a secret its first secret, printed once",
+				Args:  cobra.ExactArgs(1),
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdEnableSigning),
+			}
+			enable.Flags().Bool("json", false, "Print one JSON object")
+
+			reencrypt := &cobra.Command{
+				Use:   "reencrypt [--old-key <base64>|{env.VAR}]...",
+				Short: "Seals every stored secret under the configured secrets_key (works on the store directly)",
+				Long: `
+Rewrites every record so its secrets are sealed under the secrets_key of the
+config (or stored as they are, when it has none). Records sealed under an
+earlier key need that key: pass it with --old-key, preferably as a placeholder
+such as {env.OLD_WAPPCHAT_SECRETS_KEY}. Safe to interrupt and run again.
+`,
+				Args: cobra.NoArgs,
+				RunE: caddycmd.WrapCommandFuncForCobra(cmdReencrypt),
+			}
+			reencrypt.Flags().StringArray("old-key", nil, "An earlier secrets_key that records may still be sealed under")
+
+			cmd.AddCommand(create, list, revoke, imp, rotate, enable, reencrypt)
 		},
 	})
 }
@@ -185,9 +216,82 @@ func cmdRevoke(fl caddycmd.Flags) (int, error) {
 	return 0, nil
 }
 
+func cmdRotateSecret(fl caddycmd.Flags) (int, error) {
+	if _, err := ParseGrace(fl.String("grace")); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	return issueSecret(fl, func(keys keyService) (IssuedView, error) { return keys.RotateSecret(fl.Arg(0), fl.String("grace")) })
+}
+
+func cmdEnableSigning(fl caddycmd.Flags) (int, error) {
+	return issueSecret(fl, func(keys keyService) (IssuedView, error) { return keys.EnableSigning(fl.Arg(0)) })
+}
+
+func issueSecret(fl caddycmd.Flags, issue func(keyService) (IssuedView, error)) (int, error) {
+	keys, done, err := openKeys(fl)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer done()
+	issued, err := issue(keys)
+	if errors.Is(err, ErrNotFound) {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("no key with id %q", fl.Arg(0))
+	}
+	if err != nil {
+		return caddy.ExitCodeFailedQuit, err
+	}
+	if fl.Bool("json") {
+		return printJSON(issued)
+	}
+	fmt.Printf("Key %s (tenant %s) has a new secret.\n", issued.ID, issued.Tenant)
+	fmt.Printf("Secret (shown only now): %s\n", issued.Secret)
+	for _, s := range issued.Secrets {
+		if s.ExpiresAt != nil {
+			fmt.Printf("An earlier secret keeps verifying until %s.\n", s.ExpiresAt.Format(time.RFC3339))
+		}
+	}
+	return 0, nil
+}
+
+func cmdReencrypt(fl caddycmd.Flags) (int, error) {
+	var old []*SecretsKey
+	repl := caddy.NewReplacer()
+	values, err := fl.GetStringArray("old-key")
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	for _, v := range values {
+		key, err := ParseSecretsKey(repl.ReplaceKnown(v, ""))
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--old-key: %v", err)
+		}
+		old = append(old, key)
+	}
+	app, done, err := openAppWith(fl, old)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer done()
+	n, err := app.Reencrypt(context.Background())
+	if err != nil {
+		return caddy.ExitCodeFailedQuit, err
+	}
+	state := "stored unencrypted (no secrets_key is configured)"
+	if app.sealer.Current != nil {
+		state = "sealed under secrets key " + app.sealer.Current.Fingerprint
+	}
+	fmt.Printf("%d records rewritten; every secret is now %s.\n", n, state)
+	return 0, nil
+}
+
 // openApp builds the wappchat app over the storage the given config uses,
 // as `caddy storage export` does, without starting anything.
 func openApp(fl caddycmd.Flags) (*App, func(), error) {
+	return openAppWith(fl, nil)
+}
+
+// openAppWith is openApp that can also open records sealed under old keys.
+func openAppWith(fl caddycmd.Flags, oldSecretsKeys []*SecretsKey) (*App, func(), error) {
 	var cfg struct {
 		StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
 		Apps       struct {
@@ -220,7 +324,7 @@ func openApp(fl caddycmd.Flags) (*App, func(), error) {
 			return nil, nil, fmt.Errorf("opening storage: %v", err)
 		}
 	}
-	app := new(App)
+	app := &App{oldSecretsKeys: oldSecretsKeys}
 	if cfg.Apps.Wappchat != nil {
 		if err := caddy.StrictUnmarshalJSON(cfg.Apps.Wappchat, app); err != nil {
 			cancel()

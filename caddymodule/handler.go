@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -43,6 +41,9 @@ type Handler struct {
 	Tolerance caddy.Duration `json:"tolerance,omitempty"`
 	// Largest signed body read, in bytes. Default 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
+	// Turns replay protection off: a signed request may then be accepted again
+	// while its timestamp is within tolerance.
+	ReplayOff bool `json:"replay_off,omitempty"`
 
 	app    *App
 	logger *zap.Logger
@@ -127,10 +128,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	d := h.authenticate(r)
 	h.app.metrics.observe(d.rejection, started, d.bodyRead)
 	if d.rejection != nil {
+		if d.body != nil {
+			releaseBody(d.body)
+		}
 		return h.reject(w, r, d)
 	}
 	if d.body != nil {
-		defer releaseBody(d.body)
+		replaceBody(r, d.body)
 	}
 	h.injectTenant(r, d.credential, d.record)
 	h.logAccepted(d)
@@ -141,13 +145,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 type decision struct {
 	credential Credential
 	record     *Record       // nil while the key is unknown
-	body       *bytes.Buffer // the verified body of a signed request
+	body       *bytes.Buffer // the body of a signed request, read once
 	bodyRead   time.Duration
 	rejection  *Rejection // nil: accepted
 }
 
-// authenticate reads top to bottom: key, record, signature headers, body.
-// A request without a valid key never gets its body read.
+// authenticate reads top to bottom: key, record, signature headers, body,
+// signature, replay claim. A request without a valid key never has its body read.
 func (h *Handler) authenticate(r *http.Request) (d decision) {
 	if d.credential, d.rejection = ExtractKey(r.Header); d.rejection != nil {
 		return d
@@ -164,8 +168,43 @@ func (h *Handler) authenticate(r *http.Request) (d decision) {
 		d.rejection = h.unsignedAllowed(r)
 		return d
 	}
-	d.body, d.bodyRead, d.rejection = h.verifySigned(r, secrets, now)
+	signed, rej := ParseSignedHeaders(r.Header, now, time.Duration(h.Tolerance))
+	if rej != nil {
+		d.rejection = rej
+		return d
+	}
+	readStarted := time.Now()
+	d.body, d.rejection = readBody(r, h.MaxBody)
+	d.bodyRead = time.Since(readStarted)
+	if d.rejection != nil {
+		return d
+	}
+	if d.rejection = VerifySignature(secrets, signed, d.body.Bytes()); d.rejection != nil {
+		return d
+	}
+	d.rejection = h.claim(r, d.record, signed)
 	return d
+}
+
+// claim records a verified signed request so it is accepted only once while
+// its timestamp is inside the tolerance window.
+func (h *Handler) claim(r *http.Request, rec *Record, signed SignedHeaders) *Rejection {
+	if h.ReplayOff {
+		return nil
+	}
+	lastValid := signed.Unix + int64(time.Duration(h.Tolerance)/time.Second)
+	err := h.app.claims.Claim(r.Context(), NewClaimID(rec.ID, signed), lastValid)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrClaimed):
+		return ErrSignatureReplayed
+	case errors.Is(err, ErrClaimsFull):
+		h.logger.Error("replay claim store is full: refusing signed requests", zap.Int("replay_capacity", h.app.ReplayCapacity))
+		return ErrReplayCapacity
+	}
+	h.logger.Error("replay claims unavailable", zap.Error(err))
+	return ErrStoreUnavailable
 }
 
 func (h *Handler) lookup(r *http.Request, key string) (*Record, *Rejection) {
@@ -189,30 +228,6 @@ func (h *Handler) unsignedAllowed(r *http.Request) *Rejection {
 		return ErrSigningNotEnabled
 	}
 	return nil
-}
-
-// verifySigned checks the signature headers before touching the body, then
-// reads the body once and replaces it with the verified bytes.
-func (h *Handler) verifySigned(r *http.Request, secrets [][]byte, now time.Time) (*bytes.Buffer, time.Duration, *Rejection) {
-	signed, rej := ParseSignedHeaders(r.Header, now, time.Duration(h.Tolerance))
-	if rej != nil {
-		return nil, 0, rej
-	}
-	readStarted := time.Now()
-	body, rej := readBody(r, h.MaxBody)
-	bodyRead := time.Since(readStarted)
-	if rej != nil {
-		return nil, bodyRead, rej
-	}
-	if rej := VerifySignature(secrets, signed, body.Bytes()); rej != nil {
-		releaseBody(body)
-		return nil, bodyRead, rej
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body.Bytes()))
-	r.ContentLength = int64(body.Len())
-	r.TransferEncoding = nil
-	r.Header.Set("Content-Length", strconv.Itoa(body.Len()))
-	return body, bodyRead, nil
 }
 
 // injectTenant replaces anything the client sent under the tenant or key-id

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -25,6 +27,58 @@ func (a *App) CreateKey(ctx context.Context, spec NewRecordSpec) (*Issued, error
 // RevokeKey revokes a key for good; the record stays for audit.
 func (a *App) RevokeKey(ctx context.Context, id string) (*Record, error) {
 	return a.updateKey(ctx, id, revoke(time.Now()))
+}
+
+// ErrSigningState: the key is revoked, or rotate-secret was asked of a key
+// without a secret, or enable-signing of a key that has one.
+var ErrSigningState = errors.New("the key's signing state does not allow this")
+
+// RotateSecret gives a signing key a new secret; the old ones keep verifying
+// for grace (0 retires them at once). The new secret is returned once.
+func (a *App) RotateSecret(ctx context.Context, id string, grace time.Duration) (*Issued, error) {
+	return a.addSecret(ctx, id, grace, true)
+}
+
+// EnableSigning gives a key without a secret its first one.
+func (a *App) EnableSigning(ctx context.Context, id string) (*Issued, error) {
+	return a.addSecret(ctx, id, 0, false)
+}
+
+func (a *App) addSecret(ctx context.Context, id string, grace time.Duration, wantSigning bool) (*Issued, error) {
+	var secret string
+	rec, err := a.updateKey(ctx, id, func(rec *Record) error {
+		now := time.Now()
+		if rec.RevokedAt != nil || (len(rec.liveSecrets(now)) > 0) != wantSigning {
+			return ErrSigningState
+		}
+		secret = rec.AddSecret(now, grace)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Issued{Record: rec, Secret: secret}, nil
+}
+
+// Reencrypt rewrites every record sealed under the configured secrets key (or
+// unsealed without one), then records that no other key is needed. Until it
+// finishes, the old keys stay listed, so a sidecar without them refuses to
+// start rather than fail on half the keys; running it again is safe.
+func (a *App) Reencrypt(ctx context.Context) (int, error) {
+	records, err := a.store.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, rec := range records {
+		if _, err := a.store.Update(ctx, rec.ID, func(*Record) error { return nil }); err != nil {
+			return 0, fmt.Errorf("rewriting %s: %w", rec.ID, err)
+		}
+	}
+	var fingerprints []string
+	if current := a.sealer.Current; current != nil {
+		fingerprints = []string{current.Fingerprint}
+	}
+	return len(records), a.store.SetSealedWith(ctx, fingerprints)
 }
 
 // GetKey returns one record.

@@ -23,6 +23,8 @@ type keyService interface {
 	Create(req CreateRequest) (IssuedView, error)
 	List(tenant string, all bool) ([]Summary, error)
 	Revoke(id string) (Summary, error)
+	RotateSecret(id, grace string) (IssuedView, error)
+	EnableSigning(id string) (IssuedView, error)
 }
 
 // openKeys resolves the admin address like `caddy reload` and uses the server
@@ -65,11 +67,7 @@ func (k localKeys) Create(req CreateRequest) (IssuedView, error) {
 	if err != nil {
 		return IssuedView{}, err
 	}
-	issued, err := k.app.CreateKey(context.Background(), spec)
-	if err != nil {
-		return IssuedView{}, err
-	}
-	return issued.View(), nil
+	return view(k.app.CreateKey(context.Background(), spec))
 }
 
 func (k localKeys) List(tenant string, all bool) ([]Summary, error) {
@@ -82,6 +80,25 @@ func (k localKeys) Revoke(id string) (Summary, error) {
 		return Summary{}, err
 	}
 	return rec.Summary(), nil
+}
+
+func (k localKeys) RotateSecret(id, grace string) (IssuedView, error) {
+	d, err := ParseGrace(grace)
+	if err != nil {
+		return IssuedView{}, err
+	}
+	return view(k.app.RotateSecret(context.Background(), id, d))
+}
+
+func (k localKeys) EnableSigning(id string) (IssuedView, error) {
+	return view(k.app.EnableSigning(context.Background(), id))
+}
+
+func view(issued *Issued, err error) (IssuedView, error) {
+	if err != nil {
+		return IssuedView{}, err
+	}
+	return issued.View(), nil
 }
 
 // adminKeys asks the running server's admin API.
@@ -111,6 +128,27 @@ func (k adminKeys) List(tenant string, all bool) ([]Summary, error) {
 func (k adminKeys) Revoke(id string) (Summary, error) {
 	var out Summary
 	err := k.call(http.MethodDelete, adminKeysPath+"/"+url.PathEscape(id), nil, &out)
+	if err != nil && strings.Contains(err.Error(), `"key_not_found"`) {
+		return out, ErrNotFound
+	}
+	return out, err
+}
+
+func (k adminKeys) RotateSecret(id, grace string) (IssuedView, error) {
+	body, err := json.Marshal(RotateRequest{Grace: grace})
+	if err != nil {
+		return IssuedView{}, err
+	}
+	return k.issue(adminKeysPath+"/"+url.PathEscape(id)+"/rotate-secret", bytes.NewReader(body))
+}
+
+func (k adminKeys) EnableSigning(id string) (IssuedView, error) {
+	return k.issue(adminKeysPath+"/"+url.PathEscape(id)+"/enable-signing", nil)
+}
+
+func (k adminKeys) issue(uri string, body io.Reader) (IssuedView, error) {
+	var out IssuedView
+	err := k.call(http.MethodPost, uri, body, &out)
 	if err != nil && strings.Contains(err.Error(), `"key_not_found"`) {
 		return out, ErrNotFound
 	}

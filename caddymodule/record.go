@@ -33,11 +33,13 @@ type Record struct {
 	Secrets   []Secret   `json:"secrets,omitempty"`
 }
 
-// Secret is an integration secret: the HMAC key is the bytes of Value.
+// Secret is an integration secret: the HMAC key is the bytes of Value. At rest,
+// with a secrets key configured, Value is empty and Sealed holds it encrypted.
 type Secret struct {
-	Value     string     `json:"value"`
-	CreatedAt time.Time  `json:"created_at"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Value     string        `json:"value,omitempty"`
+	Sealed    *SealedSecret `json:"sealed,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	ExpiresAt *time.Time    `json:"expires_at,omitempty"` // set when rotated out: the end of its grace
 }
 
 // Check refuses a key that is revoked or past its expiry.
@@ -51,15 +53,45 @@ func (r *Record) Check(now time.Time) *Rejection {
 	return nil
 }
 
-// LiveSecrets returns the secrets that verify signatures at now.
+// LiveSecrets returns the HMAC keys that verify signatures at now.
 func (r *Record) LiveSecrets(now time.Time) [][]byte {
-	var live [][]byte
+	var keys [][]byte
+	for _, s := range r.liveSecrets(now) {
+		keys = append(keys, []byte(s.Value))
+	}
+	return keys
+}
+
+func (r *Record) liveSecrets(now time.Time) []Secret {
+	var live []Secret
 	for _, s := range r.Secrets {
 		if s.ExpiresAt == nil || now.Before(*s.ExpiresAt) {
-			live = append(live, []byte(s.Value))
+			live = append(live, s)
 		}
 	}
 	return live
+}
+
+// AddSecret adds a new secret to r and returns its value. Secrets already live
+// stay valid until now+grace (or their own earlier end); expired ones are dropped.
+func (r *Record) AddSecret(now time.Time, grace time.Duration) string {
+	retire := now.Add(grace).UTC()
+	live := r.liveSecrets(now)
+	for i := range live {
+		if live[i].ExpiresAt == nil || live[i].ExpiresAt.After(retire) {
+			live[i].ExpiresAt = &retire
+		}
+	}
+	if grace <= 0 {
+		live = nil
+	}
+	value := newSecret()
+	r.Secrets = append(live, Secret{Value: value, CreatedAt: now.UTC()})
+	return value
+}
+
+func newSecret() string {
+	return secretPrefix + randomToken(randomBytes, base64.RawURLEncoding.EncodeToString)
 }
 
 // Summary is a record as shown to operators: no secret values.
@@ -72,15 +104,26 @@ type Summary struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Signing   bool       `json:"signing"`
-	Secrets   int        `json:"secrets"`
+	// Secrets are the live secrets' dates, never their values.
+	Secrets []SecretInfo `json:"secrets"`
 }
 
-// Summary describes r without its secrets.
+// SecretInfo describes a live secret without its value.
+type SecretInfo struct {
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// Summary describes r without its secrets' values.
 func (r *Record) Summary() Summary {
+	secrets := []SecretInfo{}
+	for _, s := range r.liveSecrets(time.Now()) {
+		secrets = append(secrets, SecretInfo{CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt})
+	}
 	return Summary{
 		ID: r.ID, Tenant: r.Tenant, Name: r.Name, SHA256: r.SHA256,
 		CreatedAt: r.CreatedAt, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt,
-		Signing: len(r.Secrets) > 0, Secrets: len(r.Secrets),
+		Signing: len(secrets) > 0, Secrets: secrets,
 	}
 }
 
@@ -121,7 +164,7 @@ func Issue(spec NewRecordSpec, now time.Time) (*Issued, error) {
 	}
 	secret := spec.Secret
 	if secret == "" && spec.Signing {
-		secret = secretPrefix + randomToken(randomBytes, base64.RawURLEncoding.EncodeToString)
+		secret = newSecret()
 		issued.Secret = secret
 	}
 	if secret != "" {

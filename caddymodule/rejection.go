@@ -27,5 +27,7 @@ var (
 	ErrSignatureMismatch  = &Rejection{"signature_mismatch", http.StatusUnauthorized, "the signature does not match HMAC-SHA256 of {timestamp}.{raw body}"}
 	ErrBodyTooLarge       = &Rejection{"body_too_large", http.StatusRequestEntityTooLarge, "the request body is larger than this endpoint accepts"}
 	ErrInvalidBody        = &Rejection{"invalid_body", http.StatusBadRequest, "the request body could not be read completely"}
+	ErrSignatureReplayed  = &Rejection{"signature_replayed", http.StatusUnauthorized, "this signed request was already accepted; to retry, sign it again with a new timestamp"}
+	ErrReplayCapacity     = &Rejection{"replay_capacity", http.StatusServiceUnavailable, "too many signed requests to remember right now; retry later with a new timestamp"}
 	ErrStoreUnavailable   = &Rejection{"store_unavailable", http.StatusServiceUnavailable, "the key store cannot be read right now; retry later"}
 )

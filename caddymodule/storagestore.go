@@ -20,15 +20,19 @@ const storagePrefix = "wappchat"
 // its key hash, plus a small id -> hash index object for operator commands.
 type StorageStore struct {
 	storage certmagic.Storage
+	sealer  Sealer
 }
 
-// NewStorageStore returns a store over Caddy's configured storage.
-func NewStorageStore(storage certmagic.Storage) *StorageStore {
-	return &StorageStore{storage: storage}
+// NewStorageStore returns a store over Caddy's configured storage that seals
+// secrets with sealer.
+func NewStorageStore(storage certmagic.Storage, sealer Sealer) *StorageStore {
+	return &StorageStore{storage: storage, sealer: sealer}
 }
 
 func recordPath(sha256Hex string) string { return path.Join(storagePrefix, "keys", sha256Hex+".json") }
 func idPath(id string) string            { return path.Join(storagePrefix, "ids", id) }
+
+var sealMarkerPath = path.Join(storagePrefix, "secrets_keys.json")
 
 func (s *StorageStore) Lookup(ctx context.Context, sha256Hex string) (*Record, error) {
 	if !isHexHash(sha256Hex) {
@@ -104,6 +108,31 @@ func (s *StorageStore) List(ctx context.Context) ([]*Record, error) {
 	return records, nil
 }
 
+// SealedWith lists the fingerprints of secrets keys records may be sealed under.
+func (s *StorageStore) SealedWith(ctx context.Context) ([]string, error) {
+	b, err := s.storage.Load(ctx, sealMarkerPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", sealMarkerPath, err)
+	}
+	var fingerprints []string
+	if err := json.Unmarshal(b, &fingerprints); err != nil {
+		return nil, fmt.Errorf("%s is corrupted", sealMarkerPath)
+	}
+	return fingerprints, nil
+}
+
+// SetSealedWith records which secrets keys records may be sealed under.
+func (s *StorageStore) SetSealedWith(ctx context.Context, fingerprints []string) error {
+	b, err := json.Marshal(fingerprints)
+	if err != nil {
+		return err
+	}
+	return s.storage.Store(ctx, sealMarkerPath, b)
+}
+
 func (s *StorageStore) hashOf(ctx context.Context, id string) (string, error) {
 	if !validID(id) {
 		return "", ErrNotFound
@@ -133,11 +162,14 @@ func (s *StorageStore) load(ctx context.Context, sha256Hex string) (*Record, err
 	if err := json.Unmarshal(b, &rec); err != nil || rec.SHA256 != sha256Hex || rec.ID == "" {
 		return nil, fmt.Errorf("key record %s is corrupted", recordPath(sha256Hex))
 	}
+	if err := s.sealer.open(&rec); err != nil {
+		return nil, err
+	}
 	return &rec, nil
 }
 
 func (s *StorageStore) save(ctx context.Context, rec *Record) error {
-	b, err := json.Marshal(rec)
+	b, err := json.Marshal(s.sealer.sealed(rec))
 	if err != nil {
 		return err
 	}

@@ -24,4 +24,9 @@ type Store interface {
 	Update(ctx context.Context, id string, change func(*Record) error) (*Record, error)
 	// List returns every record, revoked ones included.
 	List(ctx context.Context) ([]*Record, error)
+	// SealedWith lists the fingerprints of the secrets keys records may be
+	// sealed under, so a sidecar without them refuses to start.
+	SealedWith(ctx context.Context) ([]string, error)
+	// SetSealedWith replaces that list.
+	SetSealedWith(ctx context.Context, fingerprints []string) error
 }
