@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -41,13 +42,19 @@ type App struct {
 	// Base64 32-byte key that encrypts integration secrets at rest, normally
 	// {env.WAPPCHAT_SECRETS_KEY}. Without it secrets are stored as they are.
 	SecretsKey string `json:"secrets_key,omitempty"`
+	// Where records live when not in Caddy's storage, e.g. {"module": "redis"}:
+	// shared by several instances, with shared replay claims.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=wappchat.stores inline_key=module"`
 
-	store   Store
-	cache   *lookupCache
-	claims  Claims
-	sealer  Sealer
-	metrics *authMetrics
-	logger  *zap.Logger
+	store     Store
+	cache     *lookupCache
+	claims    Claims
+	backend   Backend           // nil: Caddy's storage and in-memory claims
+	storage   certmagic.Storage // Caddy's storage, used by default and by migrate
+	stopWatch context.CancelFunc
+	sealer    Sealer
+	metrics   *authMetrics
+	logger    *zap.Logger
 	// oldSecretsKeys open records sealed under earlier keys (reencrypt only).
 	oldSecretsKeys []*SecretsKey
 }
@@ -92,11 +99,20 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 	if a.metrics, err = newAuthMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
-	a.claims = NewMemoryClaims(a.ReplayCapacity, time.Now)
 	if a.sealer, err = a.newSealer(); err != nil {
 		return err
 	}
-	a.store = NewStorageStore(storage, a.sealer)
+	a.storage = storage
+	if a.StoreRaw != nil {
+		mod, err := ctx.LoadModule(a, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("loading store: %v", err)
+		}
+		a.backend = mod.(Backend)
+		a.store, a.claims = a.backend.KeyStore(a.sealer), a.backend.Claims()
+	} else {
+		a.store, a.claims = NewStorageStore(storage, a.sealer), NewMemoryClaims(a.ReplayCapacity, time.Now)
+	}
 	return a.checkSealing(ctx)
 }
 
@@ -141,11 +157,23 @@ func (a *App) checkSealing(ctx context.Context) error {
 	return nil
 }
 
-// Start implements caddy.App; the store needs no background work.
-func (a *App) Start() error { return nil }
+// Start listens for writes made by other instances of a shared store.
+func (a *App) Start() error {
+	if a.backend != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		a.stopWatch = cancel
+		go a.backend.Watch(ctx, a.cache.forget, a.cache.purge)
+	}
+	return nil
+}
 
-// Stop implements caddy.App.
-func (a *App) Stop() error { return nil }
+// Stop ends the listening started by Start.
+func (a *App) Stop() error {
+	if a.stopWatch != nil {
+		a.stopWatch()
+	}
+	return nil
+}
 
 // Lookup returns the record of a key hash, through the cache.
 func (a *App) Lookup(ctx context.Context, sha256Hex string) (*Record, error) {

@@ -6,8 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 )
 
 // bodyBuffers recycles the buffers signed bodies are read into.

@@ -78,3 +78,9 @@ func (c *lookupCache) forget(sha256Hex string) {
 	c.found.Remove(sha256Hex)
 	c.missing.Remove(sha256Hex)
 }
+
+// purge drops everything, when change notices may have been missed.
+func (c *lookupCache) purge() {
+	c.found.Purge()
+	c.missing.Purge()
+}

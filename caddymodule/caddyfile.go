@@ -83,6 +83,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //	    negative_cache_size <n>
 //	    replay_capacity     <n>
 //	    secrets_key         <base64 32 bytes>
+//	    store               redis { ... }
 //	}
 func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -93,7 +94,7 @@ func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
 	for d.NextBlock(0) {
 		option := d.Val()
 		var value string
-		if !d.Args(&value) || d.NextArg() {
+		if !d.Args(&value) || (option != "store" && d.NextArg()) {
 			return nil, d.ArgErr()
 		}
 		switch option {
@@ -119,6 +120,12 @@ func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
 			}
 		case "secrets_key":
 			app.SecretsKey = value
+		case "store":
+			unm, err := caddyfile.UnmarshalModule(d, "wappchat.stores."+value)
+			if err != nil {
+				return nil, err
+			}
+			app.StoreRaw = caddyconfig.JSONModuleObject(unm, "module", value, nil)
 		default:
 			return nil, d.Errf("unrecognized wappchat option %q", option)
 		}
@@ -126,5 +133,66 @@ func parseApp(d *caddyfile.Dispenser, _ any) (any, error) {
 	return httpcaddyfile.App{Name: "wappchat", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
+// UnmarshalCaddyfile reads the store's block. Syntax:
+//
+//	store redis {
+//	    address     <host:port>...
+//	    master_name <name>
+//	    username    <name>
+//	    password    <password>
+//	    db          <n>
+//	    tls
+//	    prefix      <prefix>
+//	}
+func (r *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		args := d.RemainingArgs()
+		if option == "tls" {
+			if len(args) != 0 {
+				return d.ArgErr()
+			}
+			r.TLS = true
+			continue
+		}
+		if option == "address" {
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			r.Addresses = append(r.Addresses, args...)
+			continue
+		}
+		if len(args) != 1 {
+			return d.ArgErr()
+		}
+		switch option {
+		case "master_name":
+			r.MasterName = args[0]
+		case "username":
+			r.Username = args[0]
+		case "password":
+			r.Password = args[0]
+		case "db":
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 0 {
+				return d.Errf("db: %q is not a database number", args[0])
+			}
+			r.DB = n
+		case "prefix":
+			r.Prefix = args[0]
+		default:
+			return d.Errf("unrecognized redis store option %q", option)
+		}
+	}
+	return nil
+}
+
 // Interface guards
-var _ caddyfile.Unmarshaler = (*Handler)(nil)
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*Redis)(nil)
+)

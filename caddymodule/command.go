@@ -110,7 +110,15 @@ such as {env.OLD_WAPPCHAT_SECRETS_KEY}. Safe to interrupt and run again.
 			}
 			reencrypt.Flags().StringArray("old-key", nil, "An earlier secrets_key that records may still be sealed under")
 
-			cmd.AddCommand(create, list, revoke, imp, rotate, enable, reencrypt)
+			migrate := &cobra.Command{
+				Use:   "migrate --to redis|storage",
+				Short: "Copies every record between Caddy's storage and the config's shared store",
+				Args:  cobra.NoArgs,
+				RunE:  caddycmd.WrapCommandFuncForCobra(cmdMigrate),
+			}
+			migrate.Flags().String("to", "", "redis: from Caddy's storage to the configured store; storage: back")
+
+			cmd.AddCommand(create, list, revoke, imp, rotate, enable, reencrypt, migrate)
 		},
 	})
 }
@@ -281,6 +289,24 @@ func cmdReencrypt(fl caddycmd.Flags) (int, error) {
 		state = "sealed under secrets key " + app.sealer.Current.Fingerprint
 	}
 	fmt.Printf("%d records rewritten; every secret is now %s.\n", n, state)
+	return 0, nil
+}
+
+func cmdMigrate(fl caddycmd.Flags) (int, error) {
+	to := fl.String("to")
+	if to != "redis" && to != "storage" {
+		return caddy.ExitCodeFailedStartup, errors.New("--to must be redis or storage")
+	}
+	app, done, err := openApp(fl)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer done()
+	n, err := app.Migrate(context.Background(), to == "redis")
+	if err != nil {
+		return caddy.ExitCodeFailedQuit, err
+	}
+	fmt.Printf("%d records copied to %s.\n", n, to)
 	return 0, nil
 }
 

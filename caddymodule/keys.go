@@ -65,7 +65,7 @@ func (a *App) addSecret(ctx context.Context, id string, grace time.Duration, wan
 // finishes, the old keys stay listed, so a sidecar without them refuses to
 // start rather than fail on half the keys; running it again is safe.
 func (a *App) Reencrypt(ctx context.Context) (int, error) {
-	records, err := a.store.List(ctx)
+	records, err := a.store.List(ctx, "")
 	if err != nil {
 		return 0, err
 	}
@@ -81,6 +81,43 @@ func (a *App) Reencrypt(ctx context.Context) (int, error) {
 	return len(records), a.store.SetSealedWith(ctx, fingerprints)
 }
 
+// Migrate copies every record between Caddy's storage and the configured
+// shared store (toShared picks the direction), overwriting copies already
+// there, so running it again is harmless.
+func (a *App) Migrate(ctx context.Context, toShared bool) (int, error) {
+	if a.backend == nil {
+		return 0, errors.New("the config has no wappchat store other than Caddy's storage to migrate to or from")
+	}
+	from, to := Store(NewStorageStore(a.storage, a.sealer)), a.store
+	if !toShared {
+		from, to = to, from
+	}
+	records, err := from.List(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	for _, rec := range records {
+		if err := to.Put(ctx, rec); err != nil {
+			return 0, fmt.Errorf("copying %s: %w", rec.ID, err)
+		}
+	}
+	// Records keep their sealing, so the destination needs the same keys.
+	fingerprints, err := from.SealedWith(ctx)
+	if err != nil {
+		return 0, err
+	}
+	existing, err := to.SealedWith(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, fp := range fingerprints {
+		if !slices.Contains(existing, fp) {
+			existing = append(existing, fp)
+		}
+	}
+	return len(records), to.SetSealedWith(ctx, existing)
+}
+
 // GetKey returns one record.
 func (a *App) GetKey(ctx context.Context, id string) (*Record, error) {
 	return a.store.Get(ctx, id)
@@ -89,13 +126,13 @@ func (a *App) GetKey(ctx context.Context, id string) (*Record, error) {
 // ListKeys returns summaries ordered by creation, of one tenant when tenant is
 // set, revoked keys only when all is set.
 func (a *App) ListKeys(ctx context.Context, tenant string, all bool) ([]Summary, error) {
-	records, err := a.store.List(ctx)
+	records, err := a.store.List(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	summaries := []Summary{}
 	for _, rec := range records {
-		if (tenant == "" || rec.Tenant == tenant) && (all || rec.RevokedAt == nil) {
+		if all || rec.RevokedAt == nil {
 			summaries = append(summaries, rec.Summary())
 		}
 	}

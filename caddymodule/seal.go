@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -78,6 +79,23 @@ func (k *SecretsKey) open(sealed *SealedSecret, recordID string) (string, error)
 type Sealer struct {
 	Current *SecretsKey
 	Others  []*SecretsKey
+}
+
+// encode is a record's stored form: JSON with its secrets sealed.
+func (s Sealer) encode(rec *Record) ([]byte, error) {
+	return json.Marshal(s.sealed(rec))
+}
+
+// decode reads a stored record, checks it is the one asked for, and opens its secrets.
+func (s Sealer) decode(b []byte, sha256Hex string) (*Record, error) {
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil || rec.SHA256 != sha256Hex || rec.ID == "" {
+		return nil, fmt.Errorf("key record %s is corrupted", sha256Hex)
+	}
+	if err := s.open(&rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
 }
 
 // sealed returns a copy of rec with every secret value replaced by its sealed form.

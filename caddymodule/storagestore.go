@@ -69,6 +69,19 @@ func (s *StorageStore) Create(ctx context.Context, rec *Record) error {
 	return s.save(ctx, rec)
 }
 
+// Put writes rec whether or not it exists (migrations), indexes included.
+func (s *StorageStore) Put(ctx context.Context, rec *Record) error {
+	unlock, err := s.lock(ctx, rec.SHA256)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.storage.Store(ctx, idPath(rec.ID), []byte(rec.SHA256)); err != nil {
+		return fmt.Errorf("writing key index: %w", err)
+	}
+	return s.save(ctx, rec)
+}
+
 func (s *StorageStore) Update(ctx context.Context, id string, change func(*Record) error) (*Record, error) {
 	sha256Hex, err := s.hashOf(ctx, id)
 	if err != nil {
@@ -89,7 +102,8 @@ func (s *StorageStore) Update(ctx context.Context, id string, change func(*Recor
 	return rec, s.save(ctx, rec)
 }
 
-func (s *StorageStore) List(ctx context.Context) ([]*Record, error) {
+// List loads every record: Caddy's storage has no index by tenant.
+func (s *StorageStore) List(ctx context.Context, tenant string) ([]*Record, error) {
 	names, err := s.storage.List(ctx, path.Join(storagePrefix, "keys"), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -103,7 +117,9 @@ func (s *StorageStore) List(ctx context.Context) ([]*Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		records = append(records, rec)
+		if tenant == "" || rec.Tenant == tenant {
+			records = append(records, rec)
+		}
 	}
 	return records, nil
 }
@@ -158,18 +174,11 @@ func (s *StorageStore) load(ctx context.Context, sha256Hex string) (*Record, err
 	if err != nil {
 		return nil, fmt.Errorf("reading key record: %w", err)
 	}
-	var rec Record
-	if err := json.Unmarshal(b, &rec); err != nil || rec.SHA256 != sha256Hex || rec.ID == "" {
-		return nil, fmt.Errorf("key record %s is corrupted", recordPath(sha256Hex))
-	}
-	if err := s.sealer.open(&rec); err != nil {
-		return nil, err
-	}
-	return &rec, nil
+	return s.sealer.decode(b, sha256Hex)
 }
 
 func (s *StorageStore) save(ctx context.Context, rec *Record) error {
-	b, err := json.Marshal(s.sealer.sealed(rec))
+	b, err := s.sealer.encode(rec)
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,10 @@ type Store interface {
 	Create(ctx context.Context, rec *Record) error
 	// Update applies change to the stored record with this id under a lock.
 	Update(ctx context.Context, id string, change func(*Record) error) (*Record, error)
-	// List returns every record, revoked ones included.
-	List(ctx context.Context) ([]*Record, error)
+	// Put writes a record whether or not it exists (migration between stores).
+	Put(ctx context.Context, rec *Record) error
+	// List returns every record of tenant ("" for all), revoked ones included.
+	List(ctx context.Context, tenant string) ([]*Record, error)
 	// SealedWith lists the fingerprints of the secrets keys records may be
 	// sealed under, so a sidecar without them refuses to start.
 	SealedWith(ctx context.Context) ([]string, error)
