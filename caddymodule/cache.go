@@ -48,7 +48,8 @@ func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string)
 		return nil, ErrNotFound
 	}
 	v, err, _ := c.flight.Do(sha256Hex, func() (any, error) {
-		rec, err := store.Lookup(ctx, sha256Hex)
+		// Shared by every waiter: one client leaving must not fail the others.
+		rec, err := store.Lookup(context.WithoutCancel(ctx), sha256Hex)
 		c.remember(sha256Hex, rec, err)
 		return rec, err
 	})
