@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -18,6 +19,9 @@ type lookupCache struct {
 	found   *lru.Cache[string, cachedRecord]
 	missing *lru.Cache[string, time.Time]
 	flight  singleflight.Group
+	// writes counts forget/purge calls: a read that started before a write
+	// must not cache what it found, or the write would be undone for ttl.
+	writes atomic.Uint64
 }
 
 type cachedRecord struct {
@@ -48,9 +52,12 @@ func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string)
 		return nil, ErrNotFound
 	}
 	v, err, _ := c.flight.Do(sha256Hex, func() (any, error) {
+		writes := c.writes.Load()
 		// Shared by every waiter: one client leaving must not fail the others.
 		rec, err := store.Lookup(context.WithoutCancel(ctx), sha256Hex)
-		c.remember(sha256Hex, rec, err)
+		if c.writes.Load() == writes {
+			c.remember(sha256Hex, rec, err)
+		}
 		return rec, err
 	})
 	if err != nil {
@@ -76,12 +83,15 @@ func (c *lookupCache) remember(sha256Hex string, rec *Record, err error) {
 
 // forget drops whatever is cached for a hash, after a write.
 func (c *lookupCache) forget(sha256Hex string) {
+	c.writes.Add(1)
+	c.flight.Forget(sha256Hex)
 	c.found.Remove(sha256Hex)
 	c.missing.Remove(sha256Hex)
 }
 
 // purge drops everything, when change notices may have been missed.
 func (c *lookupCache) purge() {
+	c.writes.Add(1)
 	c.found.Purge()
 	c.missing.Purge()
 }
