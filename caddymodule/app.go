@@ -175,8 +175,8 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Lookup returns the record of a key hash, through the cache.
-func (a *App) Lookup(ctx context.Context, sha256Hex string) (*Record, error) {
+// Lookup returns the key with this hash, through the cache.
+func (a *App) Lookup(ctx context.Context, sha256Hex string) (*Key, error) {
 	return a.cache.lookup(ctx, a.store, sha256Hex)
 }
 

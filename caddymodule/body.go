@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 )
 
 // bodyBuffers recycles the buffers signed bodies are read into.
@@ -22,7 +21,8 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, *Rejection) {
 	}
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// MinRead more, so ReadFrom finds room to see EOF without growing (copying) the buffer.
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
 	}
 	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	var maxBytes *http.MaxBytesError
@@ -42,27 +42,41 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, *Rejection) {
 // transport) closes the body, not when the handler returns: the transport may
 // still be writing it then.
 func replaceBody(r *http.Request, buf *bytes.Buffer) {
-	if buf.Len() == 0 {
+	n := buf.Len()
+	if n == 0 {
 		releaseBody(buf)
 		r.Body = http.NoBody
 	} else {
-		r.Body = &pooledBody{Reader: bytes.NewReader(buf.Bytes()), buf: buf}
+		r.Body = &pooledBody{reader: bytes.NewReader(buf.Bytes()), buf: buf}
 	}
-	r.ContentLength = int64(buf.Len())
+	r.ContentLength = int64(n)
 	r.TransferEncoding = nil
-	r.Header.Set("Content-Length", strconv.Itoa(buf.Len()))
+	r.Header.Set("Content-Length", strconv.Itoa(n))
 }
 
+// pooledBody reads a pooled buffer; transports may Close from another
+// goroutine while a Read runs, so both take the lock.
 type pooledBody struct {
-	*bytes.Reader
+	mu     sync.Mutex
+	reader *bytes.Reader
 	buf    *bytes.Buffer
-	closed atomic.Bool
+}
+
+func (b *pooledBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf == nil {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.reader.Read(p)
 }
 
 func (b *pooledBody) Close() error {
-	if !b.closed.Swap(true) {
-		b.Reader = bytes.NewReader(nil)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf != nil {
 		releaseBody(b.buf)
+		b.buf, b.reader = nil, nil
 	}
 	return nil
 }

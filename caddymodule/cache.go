@@ -16,7 +16,7 @@ import (
 type lookupCache struct {
 	ttl     time.Duration
 	now     func() time.Time
-	found   *lru.Cache[string, cachedRecord]
+	found   *lru.Cache[string, cachedKey]
 	missing *lru.Cache[string, time.Time]
 	flight  singleflight.Group
 	// writes counts forget/purge calls: a read that started before a write
@@ -24,13 +24,13 @@ type lookupCache struct {
 	writes atomic.Uint64
 }
 
-type cachedRecord struct {
-	record *Record
-	until  time.Time
+type cachedKey struct {
+	key   *Key
+	until time.Time
 }
 
 func newLookupCache(ttl time.Duration, size, negativeSize int, now func() time.Time) (*lookupCache, error) {
-	found, err := lru.New[string, cachedRecord](size)
+	found, err := lru.New[string, cachedKey](size)
 	if err != nil {
 		return nil, err
 	}
@@ -43,10 +43,10 @@ func newLookupCache(ttl time.Duration, size, negativeSize int, now func() time.T
 
 // lookup answers from the cache while fresh, else reads the store once for
 // every caller waiting on the same hash. Store failures are never cached.
-func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string) (*Record, error) {
+func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string) (*Key, error) {
 	now := c.now()
 	if hit, ok := c.found.Get(sha256Hex); ok && now.Before(hit.until) {
-		return hit.record, nil
+		return hit.key, nil
 	}
 	if until, ok := c.missing.Get(sha256Hex); ok && now.Before(until) {
 		return nil, ErrNotFound
@@ -55,18 +55,22 @@ func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string)
 		writes := c.writes.Load()
 		// Shared by every waiter: one client leaving must not fail the others.
 		rec, err := store.Lookup(context.WithoutCancel(ctx), sha256Hex)
-		if c.writes.Load() == writes {
-			c.remember(sha256Hex, rec, err)
+		var key *Key
+		if err == nil {
+			key = NewKey(rec)
 		}
-		return rec, err
+		if c.writes.Load() == writes {
+			c.remember(sha256Hex, key, err)
+		}
+		return key, err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.(*Record), nil
+	return v.(*Key), nil
 }
 
-func (c *lookupCache) remember(sha256Hex string, rec *Record, err error) {
+func (c *lookupCache) remember(sha256Hex string, key *Key, err error) {
 	if c.ttl <= 0 {
 		return
 	}
@@ -74,7 +78,7 @@ func (c *lookupCache) remember(sha256Hex string, rec *Record, err error) {
 	switch {
 	case err == nil:
 		c.missing.Remove(sha256Hex)
-		c.found.Add(sha256Hex, cachedRecord{record: rec, until: until})
+		c.found.Add(sha256Hex, cachedKey{key: key, until: until})
 	case errors.Is(err, ErrNotFound):
 		c.found.Remove(sha256Hex)
 		c.missing.Add(sha256Hex, until)

@@ -22,11 +22,11 @@ func TestExtractKey(t *testing.T) {
 	tooLong := long + "a"
 
 	for i, tc := range []struct {
-		name      string
-		header    http.Header
-		expectKey string
+		name       string
+		header     http.Header
+		expectKey  string
 		expectAuth bool
-		expectRej *Rejection
+		expectRej  *Rejection
 	}{
 		{name: "no headers", header: hdr(), expectRej: ErrMissingKey},
 		{name: "x-wappchat-key", header: hdr("x-wappchat-key", key), expectKey: key},

@@ -100,7 +100,7 @@ func (h *Handler) Validate() error {
 		if !validHeaderName(name) {
 			return fmt.Errorf("invalid header name %q", name)
 		}
-		for _, reserved := range []string{KeyHeader, TimestampHeader, SignatureHeader, "Authorization", "Content-Length", "Host"} {
+		for _, reserved := range reservedHeaders {
 			if SameHeaderName(name, reserved) {
 				return fmt.Errorf("header %q cannot carry the tenant or key id", name)
 			}
@@ -136,7 +136,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if d.body != nil {
 		replaceBody(r, d.body)
 	}
-	h.injectTenant(r, d.credential, d.record)
+	h.injectTenant(r, d.credential, d.key.Record)
 	h.logAccepted(d)
 	return next.ServeHTTP(w, r)
 }
@@ -144,7 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // decision is what authenticate learned about a request.
 type decision struct {
 	credential Credential
-	record     *Record       // nil while the key is unknown
+	key        *Key          // nil while the key is unknown
 	body       *bytes.Buffer // the body of a signed request, read once
 	bodyRead   time.Duration
 	rejection  *Rejection // nil: accepted
@@ -156,15 +156,14 @@ func (h *Handler) authenticate(r *http.Request) (d decision) {
 	if d.credential, d.rejection = ExtractKey(r.Header); d.rejection != nil {
 		return d
 	}
-	if d.record, d.rejection = h.lookup(r, d.credential.Key); d.rejection != nil {
+	if d.key, d.rejection = h.lookup(r, d.credential.Key); d.rejection != nil {
 		return d
 	}
 	now := h.now()
-	if d.rejection = d.record.Check(now); d.rejection != nil {
+	if d.rejection = d.key.Check(now); d.rejection != nil {
 		return d
 	}
-	secrets := d.record.LiveSecrets(now)
-	if len(secrets) == 0 {
+	if !d.key.Signing() {
 		d.rejection = h.unsignedAllowed(r)
 		return d
 	}
@@ -179,21 +178,21 @@ func (h *Handler) authenticate(r *http.Request) (d decision) {
 	if d.rejection != nil {
 		return d
 	}
-	if d.rejection = VerifySignature(secrets, signed, d.body.Bytes()); d.rejection != nil {
+	if d.rejection = d.key.VerifySignature(now, signed, d.body.Bytes()); d.rejection != nil {
 		return d
 	}
-	d.rejection = h.claim(r, d.record, signed)
+	d.rejection = h.claim(r, d.key.ID, signed)
 	return d
 }
 
 // claim records a verified signed request so it is accepted only once while
 // its timestamp is inside the tolerance window.
-func (h *Handler) claim(r *http.Request, rec *Record, signed SignedHeaders) *Rejection {
+func (h *Handler) claim(r *http.Request, keyID string, signed SignedHeaders) *Rejection {
 	if h.ReplayOff {
 		return nil
 	}
 	lastValid := signed.Unix + int64(time.Duration(h.Tolerance)/time.Second)
-	err := h.app.claims.Claim(r.Context(), NewClaimID(rec.ID, signed), lastValid)
+	err := h.app.claims.Claim(r.Context(), NewClaimID(keyID, signed), lastValid)
 	switch {
 	case err == nil:
 		return nil
@@ -207,8 +206,8 @@ func (h *Handler) claim(r *http.Request, rec *Record, signed SignedHeaders) *Rej
 	return ErrStoreUnavailable
 }
 
-func (h *Handler) lookup(r *http.Request, key string) (*Record, *Rejection) {
-	rec, err := h.app.Lookup(r.Context(), HashKey(key))
+func (h *Handler) lookup(r *http.Request, rawKey string) (*Key, *Rejection) {
+	key, err := h.app.Lookup(r.Context(), HashKey(rawKey))
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil, ErrInvalidKey
@@ -216,7 +215,7 @@ func (h *Handler) lookup(r *http.Request, key string) (*Record, *Rejection) {
 		h.logger.Error("key store unavailable", zap.Error(err))
 		return nil, ErrStoreUnavailable
 	}
-	return rec, nil
+	return key, nil
 }
 
 // unsignedAllowed decides for a key without a live secret.
@@ -253,8 +252,8 @@ func (h *Handler) injectTenant(r *http.Request, cred Credential, rec *Record) {
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d decision) error {
 	rej := d.rejection
 	fields := []zap.Field{zap.String("code", rej.Code), zap.String("remote_addr", r.RemoteAddr)}
-	if d.record != nil {
-		fields = append(fields, zap.String("key_id", d.record.ID), zap.String("tenant", d.record.Tenant))
+	if d.key != nil {
+		fields = append(fields, zap.String("key_id", d.key.ID), zap.String("tenant", d.key.Tenant))
 	}
 	h.logger.Warn("rejected", fields...)
 
@@ -272,11 +271,19 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d decision) err
 // logAccepted writes the audit entry of an accepted request, with the event
 // fields of a signed JSON body when it has them.
 func (h *Handler) logAccepted(d decision) {
-	fields := []zap.Field{zap.String("key_id", d.record.ID), zap.String("tenant", d.record.Tenant)}
+	fields := []zap.Field{zap.String("key_id", d.key.ID), zap.String("tenant", d.key.Tenant)}
 	if d.body != nil {
 		fields = append(fields, EventFields(d.body.Bytes())...)
 	}
 	h.logger.Info("accepted", fields...)
+}
+
+// reservedHeaders cannot carry the tenant: credentials, framing and hop-by-hop
+// headers that proxies rewrite or drop.
+var reservedHeaders = []string{
+	KeyHeader, TimestampHeader, SignatureHeader, "Authorization", "Content-Length", "Host",
+	"Connection", "Transfer-Encoding", "TE", "Trailer", "Upgrade", "Keep-Alive",
+	"Proxy-Authorization", "Proxy-Authenticate", "Proxy-Connection",
 }
 
 func validHeaderName(name string) bool {

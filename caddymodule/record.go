@@ -53,15 +53,6 @@ func (r *Record) Check(now time.Time) *Rejection {
 	return nil
 }
 
-// LiveSecrets returns the HMAC keys that verify signatures at now.
-func (r *Record) LiveSecrets(now time.Time) [][]byte {
-	var keys [][]byte
-	for _, s := range r.liveSecrets(now) {
-		keys = append(keys, []byte(s.Value))
-	}
-	return keys
-}
-
 func (r *Record) liveSecrets(now time.Time) []Secret {
 	var live []Secret
 	for _, s := range r.Secrets {
@@ -92,6 +83,38 @@ func (r *Record) AddSecret(now time.Time, grace time.Duration) string {
 
 func newSecret() string {
 	return secretPrefix + randomToken(randomBytes, base64.RawURLEncoding.EncodeToString)
+}
+
+// Key is a record prepared for the request path: one SecretMAC per secret,
+// built once while the record is cached.
+type Key struct {
+	*Record
+	macs []*SecretMAC // macs[i] verifies Record.Secrets[i]
+}
+
+// NewKey prepares rec for verifying requests.
+func NewKey(rec *Record) *Key {
+	k := &Key{Record: rec, macs: make([]*SecretMAC, len(rec.Secrets))}
+	for i, s := range rec.Secrets {
+		k.macs[i] = NewSecretMAC([]byte(s.Value))
+	}
+	return k
+}
+
+// Signing reports whether the key must sign: it has, or had, a secret. A key
+// whose secrets all expired is refused, never treated as unsigned.
+func (k *Key) Signing() bool { return len(k.Secrets) > 0 }
+
+// VerifySignature checks a signature against the secrets live at now.
+func (k *Key) VerifySignature(now time.Time, signed SignedHeaders, body []byte) *Rejection {
+	var live [4]*SecretMAC // rotation keeps a handful at most; more spill to the heap
+	macs := live[:0]
+	for i, s := range k.Secrets {
+		if s.ExpiresAt == nil || now.Before(*s.ExpiresAt) {
+			macs = append(macs, k.macs[i])
+		}
+	}
+	return VerifySignature(macs, signed, body)
 }
 
 // Summary is a record as shown to operators: no secret values.

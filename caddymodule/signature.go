@@ -4,7 +4,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -105,13 +107,44 @@ func Sign(secret []byte, timestamp string, body []byte) [sha256.Size]byte {
 	return out
 }
 
-// VerifySignature reports whether any of the live secrets produced sig.
-// Every secret is tried, in constant time each, so timing does not reveal which matched.
-func VerifySignature(secrets [][]byte, signed SignedHeaders, body []byte) *Rejection {
+// SecretMAC checks signatures made with one secret. It pools keyed HMAC
+// states, so a verification allocates nothing and skips re-keying.
+type SecretMAC struct {
+	pool sync.Pool
+}
+
+type macState struct {
+	mac    hash.Hash
+	sum    [sha256.Size]byte
+	prefix [maxTimestampDigits + 1]byte // "{timestamp}."
+}
+
+// NewSecretMAC prepares verification with secret.
+func NewSecretMAC(secret []byte) *SecretMAC {
+	m := &SecretMAC{}
+	m.pool.New = func() any { return &macState{mac: hmac.New(sha256.New, secret)} }
+	return m
+}
+
+// Matches reports, in constant time, whether signed.Signature is the HMAC of
+// "{timestamp}.{body}". signed.Timestamp must come from ParseSignedHeaders.
+func (m *SecretMAC) Matches(signed SignedHeaders, body []byte) bool {
+	st := m.pool.Get().(*macState)
+	defer m.pool.Put(st)
+	st.mac.Reset()
+	n := copy(st.prefix[:], signed.Timestamp)
+	st.prefix[n] = '.'
+	st.mac.Write(st.prefix[:n+1])
+	st.mac.Write(body)
+	return hmac.Equal(st.mac.Sum(st.sum[:0]), signed.Signature[:])
+}
+
+// VerifySignature reports whether any of macs produced the signature. Every
+// one is tried, so timing does not reveal which matched.
+func VerifySignature(macs []*SecretMAC, signed SignedHeaders, body []byte) *Rejection {
 	matched := false
-	for _, secret := range secrets {
-		expected := Sign(secret, signed.Timestamp, body)
-		if hmac.Equal(expected[:], signed.Signature[:]) {
+	for _, m := range macs {
+		if m.Matches(signed, body) {
 			matched = true
 		}
 	}
