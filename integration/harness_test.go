@@ -36,6 +36,8 @@ type config struct {
 	CacheTTL string   // wappchat cache_ttl; default 5s, as in Caddyfile.example
 	Auth     []string // lines of the wappchat_auth block; default those of Caddyfile.example
 	Servers  []string // lines of a global servers block, if any
+	App      []string // more lines of the wappchat app block (secrets_key, store redis {...}, ...)
+	Env      []string // more environment for Caddy and the CLI, as KEY=VALUE
 }
 
 var exampleAuth = []string{
@@ -58,6 +60,9 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	}
 	wappchat {
 		cache_ttl {{.CacheTTL}}
+{{- range .App}}
+		{{.}}
+{{- end}}
 	}
 {{- if .Servers}}
 	servers {
@@ -125,6 +130,7 @@ func start(t *testing.T, cfg config) *sidecar {
 		"XDG_CONFIG_HOME="+filepath.Join(s.dir, "config"),
 		"HOME="+filepath.Join(s.dir, "home"),
 	)
+	s.env = append(s.env, cfg.Env...)
 	upstreamAddr := freeAddr(t)
 	s.upstream = filepath.Join(s.dir, "upstream.jsonl")
 	up := s.launch(t, "upstream", upstreamBin, "-listen", upstreamAddr, "-log", s.upstream)
@@ -142,7 +148,7 @@ func start(t *testing.T, cfg config) *sidecar {
 	var caddyfile bytes.Buffer
 	err := caddyfileTemplate.Execute(&caddyfile, map[string]any{
 		"Admin": freeAddr(t), "Dir": s.dir, "Addr": s.addr, "Upstream": upstreamAddr,
-		"CacheTTL": cfg.CacheTTL, "Auth": cfg.Auth, "Servers": cfg.Servers,
+		"CacheTTL": cfg.CacheTTL, "Auth": cfg.Auth, "Servers": cfg.Servers, "App": cfg.App,
 	})
 	if err != nil {
 		t.Fatal(err)
