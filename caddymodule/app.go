@@ -113,6 +113,9 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 	} else {
 		a.store, a.claims = NewStorageStore(storage, a.sealer), NewMemoryClaims(a.ReplayCapacity, time.Now)
 	}
+	if err := a.store.Open(ctx); err != nil {
+		return err
+	}
 	return a.checkSealing(ctx)
 }
 

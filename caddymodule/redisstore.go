@@ -168,6 +168,10 @@ redis.call("PUBLISH", ARGV[5], ARGV[2])
 return 1
 `)
 
+// Open does nothing: Redis may be down at start and come back; requests then
+// get store_unavailable until it does.
+func (s *redisKeys) Open(context.Context) error { return nil }
+
 func (s *redisKeys) Lookup(ctx context.Context, sha256Hex string) (*Record, error) {
 	if !isHexHash(sha256Hex) {
 		return nil, ErrNotFound

@@ -32,13 +32,32 @@ func NewStorageStore(storage certmagic.Storage, sealer Sealer) *StorageStore {
 func recordPath(sha256Hex string) string { return path.Join(storagePrefix, "keys", sha256Hex+".json") }
 func idPath(id string) string            { return path.Join(storagePrefix, "ids", id) }
 
-var sealMarkerPath = path.Join(storagePrefix, "secrets_keys.json")
+var (
+	sealMarkerPath  = path.Join(storagePrefix, "secrets_keys.json")
+	storeMarkerPath = path.Join(storagePrefix, "store.json")
+)
+
+// Open marks the store as existing, so a store that disappears later (its
+// directory removed, an unmounted volume) reads as unavailable, not as empty.
+func (s *StorageStore) Open(ctx context.Context) error {
+	if s.storage.Exists(ctx, storeMarkerPath) {
+		return nil
+	}
+	if err := s.storage.Store(ctx, storeMarkerPath, []byte(`{"wappchat":"key store"}`)); err != nil {
+		return fmt.Errorf("initializing the key store: %w", err)
+	}
+	return nil
+}
 
 func (s *StorageStore) Lookup(ctx context.Context, sha256Hex string) (*Record, error) {
 	if !isHexHash(sha256Hex) {
 		return nil, ErrNotFound
 	}
-	return s.load(ctx, sha256Hex)
+	rec, err := s.load(ctx, sha256Hex)
+	if errors.Is(err, ErrNotFound) && !s.storage.Exists(ctx, storeMarkerPath) {
+		return nil, fmt.Errorf("the key store is gone (%s is missing)", storeMarkerPath)
+	}
+	return rec, err
 }
 
 func (s *StorageStore) Get(ctx context.Context, id string) (*Record, error) {

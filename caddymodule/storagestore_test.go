@@ -19,7 +19,25 @@ import (
 func newFileStore(t *testing.T) (*StorageStore, string) {
 	t.Helper()
 	dir := t.TempDir()
-	return NewStorageStore(&certmagic.FileStorage{Path: dir}, Sealer{}), dir
+	store := NewStorageStore(&certmagic.FileStorage{Path: dir}, Sealer{})
+	if err := store.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return store, dir
+}
+
+func TestStorageStoreGoneIsNotEmpty(t *testing.T) {
+	store, dir := newFileStore(t)
+	if _, err := store.Lookup(context.Background(), HashKey("unknown")); err != ErrNotFound {
+		t.Fatalf("unknown key in a present store: %v, expected ErrNotFound", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, storagePrefix)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := store.Lookup(context.Background(), HashKey("unknown"))
+	if err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("lookup in a removed store: %v, expected an error that is not ErrNotFound", err)
+	}
 }
 
 func issueForTest(t *testing.T, spec NewRecordSpec) *Issued {
@@ -394,6 +412,9 @@ func TestStorageStoreSealedSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := NewStorageStore(fs, Sealer{Current: key})
+	if err := store.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
 	issued := issueForTest(t, NewRecordSpec{Signing: true})
 	if err := store.Create(ctx, issued.Record); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ var ErrExists = errors.New("a key with this hash or id already exists")
 // Store keeps key records. Lookup is the request path: one read by key hash.
 // Implementations are safe for concurrent use by several processes.
 type Store interface {
+	// Open prepares the store at start; it fails if the store cannot be used.
+	Open(ctx context.Context) error
 	// Lookup returns the record whose key hashes to sha256Hex, or ErrNotFound.
 	Lookup(ctx context.Context, sha256Hex string) (*Record, error)
 	// Get returns the record with this id, or ErrNotFound.
