@@ -63,6 +63,9 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 		Username:   repl.ReplaceKnown(r.Username, ""),
 		Password:   repl.ReplaceKnown(r.Password, ""),
 		DB:         r.DB,
+		// Fail fast: a refusal (503) is better than holding every request while Redis is down.
+		MaxRetries:  1,
+		DialTimeout: time.Second,
 	}
 	if r.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
