@@ -16,6 +16,12 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
+// memoryClaims outlives config reloads: a new config must remember what the
+// old one accepted, or a reload would reopen every replay window.
+var memoryClaims = caddy.NewUsagePool()
+
+const memoryClaimsKey = "wappchat.claims"
+
 // Defaults of the wappchat app.
 const (
 	defaultCacheTTL          = 5 * time.Second
@@ -52,9 +58,11 @@ type App struct {
 	backend   Backend           // nil: Caddy's storage and in-memory claims
 	storage   certmagic.Storage // Caddy's storage, used by default and by migrate
 	stopWatch context.CancelFunc
-	sealer    Sealer
-	metrics   *authMetrics
-	logger    *zap.Logger
+	// sharesMemoryClaims: this app holds a reference to memoryClaims.
+	sharesMemoryClaims bool
+	sealer             Sealer
+	metrics            *authMetrics
+	logger             *zap.Logger
 	// oldSecretsKeys open records sealed under earlier keys (reencrypt only).
 	oldSecretsKeys []*SecretsKey
 }
@@ -111,7 +119,15 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 		a.backend = mod.(Backend)
 		a.store, a.claims = a.backend.KeyStore(a.sealer), a.backend.Claims()
 	} else {
-		a.store, a.claims = NewStorageStore(storage, a.sealer), NewMemoryClaims(a.ReplayCapacity, time.Now)
+		a.store = NewStorageStore(storage, a.sealer)
+		claims, _, err := memoryClaims.LoadOrNew(memoryClaimsKey, func() (caddy.Destructor, error) {
+			return NewMemoryClaims(a.ReplayCapacity, time.Now), nil
+		})
+		if err != nil {
+			return err
+		}
+		claims.(*MemoryClaims).SetCapacity(a.ReplayCapacity)
+		a.claims, a.sharesMemoryClaims = claims.(*MemoryClaims), true
 	}
 	if err := a.store.Open(ctx); err != nil {
 		return err
@@ -178,6 +194,15 @@ func (a *App) Stop() error {
 	return nil
 }
 
+// Cleanup releases this config's hold on the in-memory replay claims.
+func (a *App) Cleanup() error {
+	if a.sharesMemoryClaims {
+		_, err := memoryClaims.Delete(memoryClaimsKey)
+		return err
+	}
+	return nil
+}
+
 // Lookup returns the key with this hash, through the cache.
 func (a *App) Lookup(ctx context.Context, sha256Hex string) (*Key, error) {
 	return a.cache.lookup(ctx, a.store, sha256Hex)
@@ -188,6 +213,7 @@ func (a *App) Store() Store { return a.store }
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -47,7 +47,9 @@ func replaceBody(r *http.Request, buf *bytes.Buffer) {
 		releaseBody(buf)
 		r.Body = http.NoBody
 	} else {
-		r.Body = &pooledBody{reader: bytes.NewReader(buf.Bytes()), buf: buf}
+		pb := &pooledBody{buf: buf}
+		pb.reader.Reset(buf.Bytes())
+		r.Body = pb
 	}
 	r.ContentLength = int64(n)
 	r.TransferEncoding = nil
@@ -58,7 +60,7 @@ func replaceBody(r *http.Request, buf *bytes.Buffer) {
 // goroutine while a Read runs, so both take the lock.
 type pooledBody struct {
 	mu     sync.Mutex
-	reader *bytes.Reader
+	reader bytes.Reader // by value: one allocation per request, not two
 	buf    *bytes.Buffer
 }
 
@@ -76,7 +78,8 @@ func (b *pooledBody) Close() error {
 	defer b.mu.Unlock()
 	if b.buf != nil {
 		releaseBody(b.buf)
-		b.buf, b.reader = nil, nil
+		b.buf = nil
+		b.reader.Reset(nil)
 	}
 	return nil
 }

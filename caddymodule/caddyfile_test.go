@@ -134,7 +134,7 @@ func TestCaddyfileHandler(t *testing.T) {
 			if err := json.Unmarshal(raw, &h); err != nil {
 				t.Fatalf("Test %d: handler JSON does not load: %v", i, err)
 			}
-			fillHandlerDefaults(&h)
+			h.fillDefaults()
 			if err := h.Validate(); err != nil {
 				t.Errorf("Test %d: adapted handler does not validate: %v", i, err)
 			}
@@ -142,24 +142,6 @@ func TestCaddyfileHandler(t *testing.T) {
 	}
 }
 
-// fillHandlerDefaults does what Handler.Provision does before it asks for the app.
-func fillHandlerDefaults(h *Handler) {
-	if h.TenantHeader == "" {
-		h.TenantHeader = defaultTenantHeader
-	}
-	if h.KeyIDHeader == "" {
-		h.KeyIDHeader = defaultKeyIDHeader
-	}
-	if h.Signatures == "" {
-		h.Signatures = signaturesOptional
-	}
-	if h.Tolerance == 0 {
-		h.Tolerance = caddy.Duration(defaultTolerance)
-	}
-	if h.MaxBody == 0 {
-		h.MaxBody = defaultMaxBody
-	}
-}
 
 // Values the adapter takes but Validate refuses when Caddy provisions the handler.
 func TestCaddyfileHandlerRefusedAtValidate(t *testing.T) {
@@ -181,7 +163,7 @@ func TestCaddyfileHandlerRefusedAtValidate(t *testing.T) {
 		if err := json.Unmarshal(raw, &h); err != nil {
 			t.Fatalf("Test %d: %v", i, err)
 		}
-		fillHandlerDefaults(&h)
+		h.fillDefaults()
 		if err := h.Validate(); err == nil {
 			t.Errorf("Test %d: %q adapts and validates: %s", i, block, raw)
 		}

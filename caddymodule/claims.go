@@ -88,6 +88,16 @@ func (c *MemoryClaims) sweep(now int64) {
 	}
 }
 
+// SetCapacity changes the bound, when a reloaded config asks for another one.
+func (c *MemoryClaims) SetCapacity(capacity int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.capacity = capacity
+}
+
+// Destruct implements caddy.Destructor: nothing to release.
+func (c *MemoryClaims) Destruct() error { return nil }
+
 // Len reports how many claims are held, live or not yet swept.
 func (c *MemoryClaims) Len() int {
 	c.mu.Lock()

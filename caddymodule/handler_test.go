@@ -58,18 +58,14 @@ func newHandlerEnv(t testing.TB, configure func(*Handler)) *handlerEnv {
 
 	core, logs := observer.New(zap.DebugLevel)
 	h := &Handler{
-		TenantHeader: defaultTenantHeader,
-		KeyIDHeader:  defaultKeyIDHeader,
-		Signatures:   signaturesOptional,
-		Tolerance:    caddy.Duration(defaultTolerance),
-		MaxBody:      defaultMaxBody,
-		app:          app,
-		logger:       zap.New(core),
-		now:          func() time.Time { return testNow },
+		app:    app,
+		logger: zap.New(core),
+		now:    func() time.Time { return testNow },
 	}
 	if configure != nil {
 		configure(h)
 	}
+	h.fillDefaults()
 	env := &handlerEnv{h: h, app: app, logs: logs}
 
 	create := func(spec NewRecordSpec, at time.Time, change func(*Record)) *Issued {

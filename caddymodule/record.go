@@ -90,11 +90,14 @@ func newSecret() string {
 type Key struct {
 	*Record
 	macs []*SecretMAC // macs[i] verifies Record.Secrets[i]
+	// ID and Tenant boxed once for the replacer, which stores values as any:
+	// boxing a string there allocates on every request.
+	idValue, tenantValue any
 }
 
 // NewKey prepares rec for verifying requests.
 func NewKey(rec *Record) *Key {
-	k := &Key{Record: rec, macs: make([]*SecretMAC, len(rec.Secrets))}
+	k := &Key{Record: rec, macs: make([]*SecretMAC, len(rec.Secrets)), idValue: rec.ID, tenantValue: rec.Tenant}
 	for i, s := range rec.Secrets {
 		k.macs[i] = NewSecretMAC([]byte(s.Value))
 	}
@@ -228,8 +231,17 @@ func validateSpec(spec NewRecordSpec) error {
 
 // HashKey is the lookup handle of a raw key: hex SHA-256.
 func HashKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
+	// []byte(key) on the heap for keys over 32 bytes; a stack copy for real-sized keys.
+	var in [128]byte
+	var sum [sha256.Size]byte
+	if len(key) <= len(in) {
+		sum = sha256.Sum256(in[:copy(in[:], key)])
+	} else {
+		sum = sha256.Sum256([]byte(key))
+	}
+	var out [2 * sha256.Size]byte // on the stack: one allocation (the string), not two
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 func randomToken(n int, encode func([]byte) string) string {

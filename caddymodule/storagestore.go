@@ -132,7 +132,15 @@ func (s *StorageStore) List(ctx context.Context, tenant string) ([]*Record, erro
 	}
 	records := make([]*Record, 0, len(names))
 	for _, name := range names {
-		rec, err := s.load(ctx, strings.TrimSuffix(path.Base(name), ".json"))
+		// Skip what is not a record, such as the temporary file of a write that was killed.
+		sha256Hex, isRecord := strings.CutSuffix(path.Base(name), ".json")
+		if !isRecord || !isHexHash(sha256Hex) {
+			continue
+		}
+		rec, err := s.load(ctx, sha256Hex)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -470,3 +470,20 @@ func TestStorageStoreSealedSecrets(t *testing.T) {
 		t.Errorf("a sealed secret moved to another record opened: %+v", rec.Secrets)
 	}
 }
+
+// A write killed midway leaves a temporary file beside the records; listing skips it.
+func TestStorageStoreListSkipsLeftovers(t *testing.T) {
+	store, dir := newFileStore(t)
+	issued := issueForTest(t, NewRecordSpec{})
+	if err := store.Create(context.Background(), issued.Record); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(dir, storagePrefix, "keys", "1786930668")
+	if err := os.WriteFile(leftover, []byte(`{"id":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	records, err := store.List(context.Background(), "")
+	if err != nil || len(records) != 1 || records[0].ID != issued.Record.ID {
+		t.Fatalf("List = %v, %v; expected only %s", records, err, issued.Record.ID)
+	}
+}

@@ -557,7 +557,10 @@ func (s *sidecar) reject(t *testing.T, req request, status int, code string) map
 }
 
 // readsBody are the refusals that may only be decided by reading the body.
-var readsBody = map[string]bool{"body_too_large": true, "signature_mismatch": true, "invalid_body": true}
+var readsBody = map[string]bool{
+	"body_too_large": true, "signature_mismatch": true, "invalid_body": true,
+	"signature_replayed": true, "replay_capacity": true,
+}
 
 func headerValues(h http.Header, name string) []string {
 	var values []string

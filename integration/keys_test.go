@@ -52,8 +52,8 @@ func TestKeyCommands(t *testing.T) {
 		t.Errorf("create --json printed unexpected keys: %+v %+v", a, b)
 	}
 	s.revoke(t, a.ID)
-	if files := s.storageFiles(t); len(files) != 6 || !slices.Contains(files, "wappchat/keys/"+a.SHA256+".json") || !slices.Contains(files, "wappchat/ids/"+a.ID) {
-		t.Errorf("storage holds %q, want one record and one id index per key", files)
+	if files := s.storageFiles(t); len(files) != 7 || !slices.Contains(files, "wappchat/keys/"+a.SHA256+".json") || !slices.Contains(files, "wappchat/ids/"+a.ID) || !slices.Contains(files, "wappchat/store.json") {
+		t.Errorf("storage holds %q, want one record and one id index per key, and the store marker", files)
 	}
 
 	lists := []struct {
