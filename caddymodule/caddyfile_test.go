@@ -142,7 +142,6 @@ func TestCaddyfileHandler(t *testing.T) {
 	}
 }
 
-
 // Values the adapter takes but Validate refuses when Caddy provisions the handler.
 func TestCaddyfileHandlerRefusedAtValidate(t *testing.T) {
 	for i, block := range []string{

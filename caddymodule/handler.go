@@ -45,9 +45,9 @@ type Handler struct {
 	// while its timestamp is within tolerance.
 	ReplayOff bool `json:"replay_off,omitempty"`
 
-	app    *App
-	logger *zap.Logger
-	now    func() time.Time
+	app                 *App
+	logger              *zap.Logger
+	now                 func() time.Time
 	tenantKey, keyIDKey string // canonical TenantHeader and KeyIDHeader ("" when off)
 }
 
@@ -297,7 +297,7 @@ func (h *Handler) logAccepted(d decision) {
 	fields := make([]zap.Field, 2, 5) // key_id, tenant and up to 3 event fields: one allocation
 	fields[0], fields[1] = zap.String("key_id", d.key.ID), zap.String("tenant", d.key.Tenant)
 	if d.body != nil {
-		fields = append(fields, EventFields(d.body.Bytes())...)
+		fields = appendEventFields(fields, d.body.Bytes())
 	}
 	ce.Write(fields...)
 }

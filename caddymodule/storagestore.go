@@ -85,7 +85,11 @@ func (s *StorageStore) Create(ctx context.Context, rec *Record) error {
 	if err := s.storage.Store(ctx, idPath(rec.ID), []byte(rec.SHA256)); err != nil {
 		return fmt.Errorf("writing key index: %w", err)
 	}
-	return s.save(ctx, rec)
+	if err := s.save(ctx, rec); err != nil {
+		_ = s.storage.Delete(ctx, idPath(rec.ID)) // a failed create leaves nothing behind
+		return err
+	}
+	return nil
 }
 
 // Put writes rec whether or not it exists (migrations), indexes included.

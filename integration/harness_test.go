@@ -57,6 +57,10 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	log {
 		output file {{.Dir}}/debug.log
 		level DEBUG
+		format filter {
+			wrap json
+			request>headers>X-Wappchat-Key delete
+		}
 	}
 	wappchat {
 		cache_ttl {{.CacheTTL}}
