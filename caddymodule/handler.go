@@ -277,6 +277,11 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d decision) err
 
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if d.body == nil && r.ContentLength != 0 {
+		// The body was never read: closing spares the server draining it (it
+		// would otherwise wait for up to 256 KiB an attacker may never send).
+		w.Header().Set("Connection", "close")
+	}
 	if rej.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wappchat"`)
 	}

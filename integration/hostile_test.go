@@ -479,3 +479,22 @@ func TestHostileKeyNotLoggedForUnmatchedHost(t *testing.T) {
 		}
 	}
 }
+
+// A refusal decided from the headers is answered at once, without waiting for
+// a promised body the client never sends, and the connection is closed.
+func TestHostileRefusalDoesNotWaitForTheBody(t *testing.T) {
+	s := start(t, config{})
+	for _, header := range []string{"Content-Length: 1048576", "Transfer-Encoding: chunked"} {
+		req := "POST " + eventsPath + " HTTP/1.1\r\nHost: " + s.addr + "\r\nX-Wappchat-Key: wchat_live_unknown\r\n" + header + "\r\n\r\n"
+		reply := rawExchange(s.addr, []byte(req), http.MethodPost, "", 0)
+		if reply.err != nil {
+			t.Fatalf("%s: %v (the refusal waited for the body)", header, reply.err)
+		}
+		if reply.resp.StatusCode != http.StatusUnauthorized || !bytes.Contains(reply.body, []byte(`"invalid_key"`)) || !reply.resp.Close {
+			t.Errorf("%s: %d %q, close %v; want 401 invalid_key and the connection closed", header, reply.resp.StatusCode, reply.body, reply.resp.Close)
+		}
+	}
+	if n := upstreamCount(t, s); n != 0 {
+		t.Errorf("the upstream got %d requests", n)
+	}
+}
