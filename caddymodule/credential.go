@@ -87,12 +87,3 @@ func foldHeaderByte(c byte) byte {
 	}
 	return c
 }
-
-// DeleteHeader removes every header that SameHeaderName matches with name.
-func DeleteHeader(h http.Header, name string) {
-	for k := range h {
-		if SameHeaderName(k, name) {
-			delete(h, k)
-		}
-	}
-}

@@ -1,9 +1,13 @@
 package caddymodule
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // hdr builds a header from name/value pairs, canonicalising names the way
@@ -129,7 +133,8 @@ func TestSameHeaderName(t *testing.T) {
 	}
 }
 
-func TestDeleteHeader(t *testing.T) {
+// injectTenant removes every spelling of the tenant header before setting it.
+func TestInjectTenantRemovesSpellings(t *testing.T) {
 	for i, tc := range []struct {
 		name   string
 		header http.Header // set raw, as a client or a non-canonicalising stack would
@@ -174,7 +179,16 @@ func TestDeleteHeader(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			DeleteHeader(tc.header, tc.delete)
+			h := &Handler{TenantHeader: tc.delete, KeyIDHeader: headerOff}
+			h.fillDefaults()
+			r := httptest.NewRequest(http.MethodPost, "/", nil)
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+			r.Header = tc.header
+			h.injectTenant(r, Credential{}, NewKey(&Record{ID: "key_1", Tenant: "real"}))
+			if got := tc.header[http.CanonicalHeaderKey(tc.delete)]; len(got) != 1 || got[0] != "real" {
+				t.Errorf("Test %d: tenant header %v, expected [real]", i, got)
+			}
+			delete(tc.header, http.CanonicalHeaderKey(tc.delete))
 			if len(tc.header) != len(tc.expect) {
 				t.Fatalf("Test %d: expected remaining headers %v, got %v", i, tc.expect, tc.header)
 			}

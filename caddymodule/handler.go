@@ -230,7 +230,7 @@ func (h *Handler) lookup(r *http.Request, rawKey string) (*Key, *Rejection) {
 	return key, nil
 }
 
-// unsignedAllowed decides for a key without a live secret.
+// unsignedAllowed decides for a key that has no secret.
 func (h *Handler) unsignedAllowed(r *http.Request) *Rejection {
 	if h.Signatures == signaturesRequired {
 		return ErrSignatureRequired
@@ -244,11 +244,8 @@ func (h *Handler) unsignedAllowed(r *http.Request) *Rejection {
 // injectTenant replaces anything the client sent under the tenant or key-id
 // names, removes the credential, and tells the rest of Caddy who called.
 func (h *Handler) injectTenant(r *http.Request, cred Credential, key *Key) {
-	// One pass over the headers for the three names (DeleteHeader once per name
-	// walked the map three times).
 	for k := range r.Header {
-		if SameHeaderName(k, h.TenantHeader) || (h.KeyIDHeader != headerOff && SameHeaderName(k, h.KeyIDHeader)) ||
-			SameHeaderName(k, KeyHeader) {
+		if SameHeaderName(k, h.TenantHeader) || (h.keyIDKey != "" && SameHeaderName(k, h.KeyIDHeader)) || SameHeaderName(k, KeyHeader) {
 			delete(r.Header, k)
 		}
 	}
