@@ -7,10 +7,15 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
-// bodyBuffers recycles the buffers signed bodies are read into.
-var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// bodyBuffers recycles the buffers signed bodies are read into; buffersInUse
+// counts those taken and not yet returned (a metric, so leaks show).
+var (
+	bodyBuffers  = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	buffersInUse atomic.Int64
+)
 
 // readBody reads at most limit bytes of a request body into a pooled buffer.
 // A declared Content-Length over the limit is refused before reading anything.
@@ -20,6 +25,7 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, *Rejection) {
 		return nil, ErrBodyTooLarge
 	}
 	buf := bodyBuffers.Get().(*bytes.Buffer)
+	buffersInUse.Add(1)
 	if r.ContentLength > 0 {
 		// MinRead more, so ReadFrom finds room to see EOF without growing (copying) the buffer.
 		buf.Grow(int(r.ContentLength) + bytes.MinRead)
@@ -87,4 +93,5 @@ func (b *pooledBody) Close() error {
 func releaseBody(buf *bytes.Buffer) {
 	buf.Reset()
 	bodyBuffers.Put(buf)
+	buffersInUse.Add(-1)
 }

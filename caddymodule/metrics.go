@@ -41,6 +41,15 @@ func newAuthMetrics(registry prometheus.Registerer) (*authMetrics, error) {
 	if m.duration, err = register(registry, m.duration); err != nil {
 		return nil, err
 	}
+	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "wappchat",
+		Name:      "body_buffers_in_use",
+		Help:      "Signed-body buffers taken from the pool and not yet returned.",
+	}, func() float64 { return float64(buffersInUse.Load()) })
+	if _, err = register[prometheus.Collector](registry, buffers); err != nil {
+		return nil, err
+	}
 	m.accepted = m.requests.WithLabelValues("accepted", "ok")
 	m.included = m.duration.WithLabelValues("included")
 	m.excluded = m.duration.WithLabelValues("excluded")

@@ -604,6 +604,7 @@ func TestFaultSlowClients(t *testing.T) {
 			t.Errorf("round %d: %d invalid_body refusals, want %d", round, got, leavers+tricklers)
 		}
 		g := settleGoroutines(t, s, base[goroutinesMetric], 8, 20*time.Second)
+		poll(t, "every body buffer back in the pool", func() bool { return mustGauges(t, s)[buffersMetric] == 0 })
 		now := mustGauges(t, s)
 		if round == 0 {
 			firstRSS = now[rssMetric]
@@ -1006,5 +1007,6 @@ func TestSoak(t *testing.T) {
 	if r1 > r0*1.15+16<<20 {
 		t.Errorf("RSS grew from %.1f MiB to %.1f MiB", r0/(1<<20), r1/(1<<20))
 	}
+	poll(t, "every body buffer back in the pool after the soak", func() bool { return mustGauges(t, s)[buffersMetric] == 0 })
 
 }

@@ -76,11 +76,12 @@ const (
 	goroutinesMetric = "go_goroutines"
 	rssMetric        = "process_resident_memory_bytes"
 	heapMetric       = "go_memstats_heap_inuse_bytes"
+	buffersMetric    = "caddy_wappchat_body_buffers_in_use"
 )
 
 func mustGauges(t *testing.T, s *sidecar) map[string]float64 {
 	t.Helper()
-	g, err := gauges(adminHostPort(t, s), goroutinesMetric, rssMetric, heapMetric)
+	g, err := gauges(adminHostPort(t, s), goroutinesMetric, rssMetric, heapMetric, buffersMetric)
 	if err != nil {
 		t.Fatal(err)
 	}
