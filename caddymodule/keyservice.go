@@ -127,11 +127,7 @@ func (k adminKeys) List(tenant string, all bool) ([]Summary, error) {
 
 func (k adminKeys) Revoke(id string) (Summary, error) {
 	var out Summary
-	err := k.call(http.MethodDelete, adminKeysPath+"/"+url.PathEscape(id), nil, &out)
-	if err != nil && strings.Contains(err.Error(), `"key_not_found"`) {
-		return out, ErrNotFound
-	}
-	return out, err
+	return out, k.call(http.MethodDelete, adminKeysPath+"/"+url.PathEscape(id), nil, &out)
 }
 
 func (k adminKeys) RotateSecret(id, grace string) (IssuedView, error) {
@@ -148,15 +144,16 @@ func (k adminKeys) EnableSigning(id string) (IssuedView, error) {
 
 func (k adminKeys) issue(uri string, body io.Reader) (IssuedView, error) {
 	var out IssuedView
-	err := k.call(http.MethodPost, uri, body, &out)
-	if err != nil && strings.Contains(err.Error(), `"key_not_found"`) {
-		return out, ErrNotFound
-	}
-	return out, err
+	return out, k.call(http.MethodPost, uri, body, &out)
 }
 
+// call makes one admin API request; AdminAPIRequest returns an error response
+// as text, where the API's key_not_found code maps back to ErrNotFound.
 func (k adminKeys) call(method, uri string, body io.Reader, out any) error {
 	resp, err := caddycmd.AdminAPIRequest(k.addr, method, uri, nil, body)
+	if err != nil && strings.Contains(err.Error(), `"key_not_found"`) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
