@@ -53,41 +53,77 @@ func replaceBody(r *http.Request, buf *bytes.Buffer) {
 		releaseBody(buf)
 		r.Body = http.NoBody
 	} else {
-		pb := &pooledBody{buf: buf}
-		pb.reader.Reset(buf.Bytes())
-		r.Body = pb
+		r.Body = &pooledBody{buf: buf}
 	}
 	r.ContentLength = int64(n)
 	r.TransferEncoding = nil
 	r.Header.Set("Content-Length", strconv.Itoa(n))
 }
 
-// pooledBody reads a pooled buffer; transports may Close from another
-// goroutine while a Read runs, so both take the lock.
+// pooledBody reads a pooled buffer. Transports may Close it from another
+// goroutine while it is being read or written, so the buffer goes back to the
+// pool only once no Read or WriteTo is using it.
 type pooledBody struct {
-	mu     sync.Mutex
-	reader bytes.Reader // by value: one allocation per request, not two
-	buf    *bytes.Buffer
+	mu      sync.Mutex
+	buf     *bytes.Buffer
+	off     int
+	writing bool // a WriteTo is writing from buf outside the lock
+	closed  bool
 }
 
 func (b *pooledBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.buf == nil {
+	if b.closed || b.writing {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.reader.Read(p)
+	if b.off >= b.buf.Len() {
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf.Bytes()[b.off:])
+	b.off += n
+	return n, nil
+}
+
+// WriteTo hands the rest of the body to w in one Write: the proxy transport's
+// bufio.Writer then sends it in one system call, not one per 4 KiB read.
+func (b *pooledBody) WriteTo(w io.Writer) (int64, error) {
+	b.mu.Lock()
+	if b.closed || b.writing {
+		b.mu.Unlock()
+		return 0, http.ErrBodyReadAfterClose
+	}
+	b.writing = true
+	rest := b.buf.Bytes()[b.off:]
+	b.mu.Unlock()
+
+	n, err := w.Write(rest)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.off += n
+	b.writing = false
+	if b.closed { // closed while writing: release now that nothing uses the buffer
+		b.release()
+	}
+	return int64(n), err
 }
 
 func (b *pooledBody) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.buf != nil {
-		releaseBody(b.buf)
-		b.buf = nil
-		b.reader.Reset(nil)
+	if !b.closed {
+		b.closed = true
+		if !b.writing {
+			b.release()
+		}
 	}
 	return nil
+}
+
+func (b *pooledBody) release() {
+	releaseBody(b.buf)
+	b.buf = nil
 }
 
 func releaseBody(buf *bytes.Buffer) {

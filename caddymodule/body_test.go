@@ -110,3 +110,44 @@ func TestReplaceBodyConcurrentClose(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A Close that arrives while WriteTo is still writing from the pooled buffer
+// must not hand the buffer back before the write is over: another request
+// would overwrite bytes still being sent.
+func TestPooledBodyCloseDuringWriteTo(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	buffersInUse.Add(1)
+	buf.Write(bytes.Repeat([]byte("s"), 64<<10))
+	inUse := buffersInUse.Load()
+	replaceBody(r, buf)
+
+	var whileWriting int64
+	w := writerFunc(func(p []byte) (int, error) {
+		done := make(chan struct{})
+		go func() { _ = r.Body.Close(); close(done) }()
+		<-done
+		whileWriting = buffersInUse.Load()
+		if len(p) != 64<<10 || bytes.Count(p, []byte("s")) != len(p) {
+			t.Errorf("WriteTo wrote %d bytes, not the 64 KiB body in one Write", len(p))
+		}
+		return len(p), nil
+	})
+	n, err := r.Body.(io.WriterTo).WriteTo(w)
+	if n != 64<<10 || err != nil {
+		t.Fatalf("WriteTo = %d, %v", n, err)
+	}
+	if whileWriting != inUse {
+		t.Errorf("the buffer was released while still being written (in use %d, expected %d)", whileWriting, inUse)
+	}
+	if got := buffersInUse.Load(); got != inUse-1 {
+		t.Errorf("after the write, %d buffers in use, expected %d: the buffer was not released", got, inUse-1)
+	}
+	if _, err := r.Body.Read(make([]byte, 1)); err == nil {
+		t.Error("Read after Close succeeded")
+	}
+}

@@ -27,6 +27,8 @@
 #   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["key sig1k sig64k sig1m"]
 #   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+3)  MEMCHECK [1]  GOBENCH [1]
 #   KEEP [0]: keep the temporary directory (Caddyfile, logs, results.jsonl)
+#   LOG_LEVEL [INFO]: Caddy's log level; WARN drops the sidecar's per-request
+#   "accepted" audit line, to see what writing it costs
 # Every step is bounded in time: each arm by SECS (loadgen -duration), the
 # whole script by a watchdog of ROUNDS*SECS*2*cases + 300 s.
 set -euo pipefail
@@ -37,6 +39,7 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 CONNS=${CONNS:-8}
 CASES=${CASES:-"key sig1k sig64k sig1m"}
+LOG_LEVEL=${LOG_LEVEL:-INFO}
 BASE_PORT=${BASE_PORT:-18480}
 MEMCHECK=${MEMCHECK:-1}
 GOBENCH=${GOBENCH:-1}
@@ -94,6 +97,9 @@ cat >"$TMP/Caddyfile" <<EOF
 	auto_https off
 	persist_config off
 	storage file_system $TMP/storage
+	log {
+		level $LOG_LEVEL
+	}
 	wappchat {
 		cache_ttl 5s
 	}
