@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -65,6 +66,8 @@ type App struct {
 	logger             *zap.Logger
 	// oldSecretsKeys open records sealed under earlier keys (reencrypt only).
 	oldSecretsKeys []*SecretsKey
+	// maxTolerance is the longest tolerance of the handlers using this app.
+	maxTolerance *atomic.Int64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -83,6 +86,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // provision is shared with the CLI, which has no running config to ask for storage.
 func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 	a.logger = ctx.Logger()
+	a.maxTolerance = new(atomic.Int64)
 	if a.CacheTTL == nil {
 		ttl := caddy.Duration(defaultCacheTTL)
 		a.CacheTTL = &ttl
@@ -138,6 +142,9 @@ func (a *App) provision(ctx caddy.Context, storage certmagic.Storage) error {
 func (a *App) newSealer() (Sealer, error) {
 	sealer := Sealer{Others: a.oldSecretsKeys}
 	encoded := caddy.NewReplacer().ReplaceKnown(a.SecretsKey, "")
+	if encoded == "" && a.SecretsKey != "" {
+		return sealer, fmt.Errorf("secrets_key %q resolves to nothing: is its environment variable set?", a.SecretsKey)
+	}
 	if encoded == "" {
 		return sealer, nil
 	}
@@ -193,6 +200,18 @@ func (a *App) Stop() error {
 	}
 	return nil
 }
+
+// noteTolerance records a handler's tolerance: replay claims must outlive the longest.
+func (a *App) noteTolerance(d time.Duration) {
+	for {
+		cur := a.maxTolerance.Load()
+		if int64(d) <= cur || a.maxTolerance.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
+}
+
+func (a *App) longestTolerance() time.Duration { return time.Duration(a.maxTolerance.Load()) }
 
 // Cleanup releases this config's hold on the in-memory replay claims.
 func (a *App) Cleanup() error {

@@ -44,10 +44,9 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, *Rejection) {
 }
 
 // replaceBody gives the rest of the chain the verified bytes with an exact
-// length. The buffer returns to the pool when the consumer (the proxy
-// transport) closes the body, not when the handler returns: the transport may
-// still be writing it then.
-func replaceBody(r *http.Request, buf *bytes.Buffer) {
+// length. The buffer returns to the pool when the body is closed, by the
+// proxy transport or by the handler once the chain returns, whichever is first.
+func replaceBody(r *http.Request, buf *bytes.Buffer) io.Closer {
 	n := buf.Len()
 	if n == 0 {
 		releaseBody(buf)
@@ -58,23 +57,22 @@ func replaceBody(r *http.Request, buf *bytes.Buffer) {
 	r.ContentLength = int64(n)
 	r.TransferEncoding = nil
 	r.Header.Set("Content-Length", strconv.Itoa(n))
+	return r.Body
 }
 
 // pooledBody reads a pooled buffer. Transports may Close it from another
-// goroutine while it is being read or written, so the buffer goes back to the
-// pool only once no Read or WriteTo is using it.
+// goroutine while a Read runs, so both take the lock, and the buffer goes
+// back to the pool exactly once.
 type pooledBody struct {
-	mu      sync.Mutex
-	buf     *bytes.Buffer
-	off     int
-	writing bool // a WriteTo is writing from buf outside the lock
-	closed  bool
+	mu  sync.Mutex
+	buf *bytes.Buffer // nil once closed
+	off int
 }
 
 func (b *pooledBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed || b.writing {
+	if b.buf == nil {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	if b.off >= b.buf.Len() {
@@ -85,45 +83,14 @@ func (b *pooledBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// WriteTo hands the rest of the body to w in one Write: the proxy transport's
-// bufio.Writer then sends it in one system call, not one per 4 KiB read.
-func (b *pooledBody) WriteTo(w io.Writer) (int64, error) {
-	b.mu.Lock()
-	if b.closed || b.writing {
-		b.mu.Unlock()
-		return 0, http.ErrBodyReadAfterClose
-	}
-	b.writing = true
-	rest := b.buf.Bytes()[b.off:]
-	b.mu.Unlock()
-
-	n, err := w.Write(rest)
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.off += n
-	b.writing = false
-	if b.closed { // closed while writing: release now that nothing uses the buffer
-		b.release()
-	}
-	return int64(n), err
-}
-
 func (b *pooledBody) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.closed {
-		b.closed = true
-		if !b.writing {
-			b.release()
-		}
+	if b.buf != nil {
+		releaseBody(b.buf)
+		b.buf = nil
 	}
 	return nil
-}
-
-func (b *pooledBody) release() {
-	releaseBody(b.buf)
-	b.buf = nil
 }
 
 func releaseBody(buf *bytes.Buffer) {

@@ -61,6 +61,10 @@ func (c *lookupCache) lookup(ctx context.Context, store Store, sha256Hex string)
 		}
 		if c.writes.Load() == writes {
 			c.remember(sha256Hex, key, err)
+			if c.writes.Load() != writes { // a write landed while remembering: undo
+				c.found.Remove(sha256Hex)
+				c.missing.Remove(sha256Hex)
+			}
 		}
 		return key, err
 	})

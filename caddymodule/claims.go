@@ -63,8 +63,8 @@ func (c *MemoryClaims) Claim(_ context.Context, id ClaimID, lastValid int64) err
 	now := c.now().Unix()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if until, ok := c.live[id]; ok && now <= until {
-		return ErrClaimed
+	if until, ok := c.live[id]; (ok && now <= until) || now > lastValid {
+		return ErrClaimed // a window already over cannot be claimed: never accept it
 	}
 	if len(c.live) >= c.capacity || now-c.lastSweep >= claimSweepInterval {
 		c.sweep(now)

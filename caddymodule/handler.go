@@ -69,6 +69,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading wappchat app: %v", err)
 	}
 	h.app = app.(*App)
+	h.app.noteTolerance(time.Duration(h.Tolerance))
 	return nil
 }
 
@@ -145,11 +146,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return h.reject(w, r, d)
 	}
+	h.logAccepted(d) // before replaceBody, which may hand an empty body's buffer back
 	if d.body != nil {
-		replaceBody(r, d.body)
+		// Closed here too: handlers that never read or close it would keep the buffer out of the pool.
+		body := replaceBody(r, d.body)
+		defer body.Close()
 	}
 	h.injectTenant(r, d.credential, d.key)
-	h.logAccepted(d)
 	return next.ServeHTTP(w, r)
 }
 
@@ -193,6 +196,10 @@ func (h *Handler) authenticate(r *http.Request) (d decision) {
 	if d.rejection = d.key.VerifySignature(now, signed, d.body.Bytes()); d.rejection != nil {
 		return d
 	}
+	// Again after the body: a body sent slowly must not outlast the window its claim guards.
+	if d.rejection = CheckTolerance(signed.Unix, h.now(), time.Duration(h.Tolerance)); d.rejection != nil {
+		return d
+	}
 	d.rejection = h.claim(r, d.key.ID, signed)
 	return d
 }
@@ -203,7 +210,8 @@ func (h *Handler) claim(r *http.Request, keyID string, signed SignedHeaders) *Re
 	if h.ReplayOff {
 		return nil
 	}
-	lastValid := signed.Unix + int64(time.Duration(h.Tolerance)/time.Second)
+	// Every handler shares the claims: guard for the longest tolerance any of them accepts.
+	lastValid := signed.Unix + int64(max(time.Duration(h.Tolerance), h.app.longestTolerance())/time.Second)
 	err := h.app.claims.Claim(r.Context(), NewClaimID(keyID, signed), lastValid)
 	switch {
 	case err == nil:
@@ -252,6 +260,9 @@ func (h *Handler) injectTenant(r *http.Request, cred Credential, key *Key) {
 	if cred.FromAuthorization {
 		r.Header.Del("Authorization")
 	}
+	// Declared trailers would reach the upstream after the body, unchecked: a
+	// trailer named X-Tenant-ID is as much a spoof as the header.
+	r.Trailer = nil
 	// What Header.Set does, with both values in one allocation.
 	values := []string{key.Tenant, key.ID}
 	r.Header[h.tenantKey] = values[0:1:1]
@@ -274,9 +285,10 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d decision) err
 
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if d.body == nil && r.ContentLength != 0 {
+	if d.body == nil && r.ContentLength != 0 && r.ProtoMajor == 1 {
 		// The body was never read: closing spares the server draining it (it
 		// would otherwise wait for up to 256 KiB an attacker may never send).
+		// HTTP/2 resets just the stream; closing would drop every stream of the connection.
 		w.Header().Set("Connection", "close")
 	}
 	if rej.Status == http.StatusUnauthorized {

@@ -815,3 +815,54 @@ func ExampleSign() {
 	fmt.Println("sha256=" + hex.EncodeToString(sig[:]))
 	// Output: sha256=8d30aee6e9aa32c66f5e25737d323fc59948d021db2cd99d06b282e34bf55900
 }
+
+// A signed body's buffer goes back to the pool when the chain returns, even
+// when the next handler never reads or closes the body.
+func TestHandlerReturnsBodyBuffer(t *testing.T) {
+	env := newHandlerEnv(t, nil)
+	body := []byte(`{"event":"lead.created"}`)
+	ts := strconv.FormatInt(testNow.Unix(), 10)
+	r, _, _ := testRequest(body, int64(len(body)), -1, KeyHeader, env.signing.Key,
+		TimestampHeader, ts, SignatureHeader, signHeader(env.signing.Secret, ts, body))
+	before := buffersInUse.Load()
+	var inChain int64
+	ignore := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		inChain = buffersInUse.Load()
+		return nil
+	})
+	if err := env.h.ServeHTTP(httptest.NewRecorder(), r, ignore); err != nil {
+		t.Fatal(err)
+	}
+	if inChain != before+1 || buffersInUse.Load() != before {
+		t.Errorf("buffers in use: %d before, %d in the chain, %d after; expected %d, %d, %d", before, inChain, buffersInUse.Load(), before, before+1, before)
+	}
+}
+
+// A body that arrives after the tolerance ran out is refused, even though its
+// headers were in time: otherwise it could outlast the claim that guards it.
+func TestHandlerSlowBodyOutlastsTolerance(t *testing.T) {
+	clock := testNow
+	env := newHandlerEnv(t, func(h *Handler) { h.now = func() time.Time { return clock } })
+	body := []byte(`{"event":"late"}`)
+	ts := strconv.FormatInt(testNow.Add(-defaultTolerance).Unix(), 10) // the last accepted second
+	r, _, _ := testRequest(nil, int64(len(body)), -1, KeyHeader, env.signing.Key,
+		TimestampHeader, ts, SignatureHeader, signHeader(env.signing.Secret, ts, body))
+	rest := bytes.NewReader(body)
+	r.Body = readerFunc(func(p []byte) (int, error) {
+		clock = testNow.Add(2 * time.Second) // the body arrives later
+		return rest.Read(p)
+	})
+	w := httptest.NewRecorder()
+	var up upstream
+	if err := env.h.ServeHTTP(w, r, up.handler()); err != nil {
+		t.Fatal(err)
+	}
+	if up.called || !strings.Contains(w.Body.String(), "timestamp_out_of_tolerance") {
+		t.Errorf("late body: passed=%t, %d %s", up.called, w.Code, w.Body.String())
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+func (f readerFunc) Close() error               { return nil }

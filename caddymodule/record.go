@@ -129,7 +129,7 @@ type Summary struct {
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	Signing   bool       `json:"signing"`
+	Signing   bool       `json:"signing"` // must sign: has (or had) a secret
 	// Secrets are the live secrets' dates, never their values.
 	Secrets []SecretInfo `json:"secrets"`
 }
@@ -149,7 +149,7 @@ func (r *Record) Summary() Summary {
 	return Summary{
 		ID: r.ID, Tenant: r.Tenant, Name: r.Name, SHA256: r.SHA256,
 		CreatedAt: r.CreatedAt, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt,
-		Signing: len(secrets) > 0, Secrets: secrets,
+		Signing: len(r.Secrets) > 0, Secrets: secrets,
 	}
 }
 

@@ -96,9 +96,14 @@ func (r *Redis) Claims() Claims { return redisClaims{r} }
 type redisClaims struct{ r *Redis }
 
 func (c redisClaims) Claim(ctx context.Context, id ClaimID, lastValid int64) error {
+	// A relative expiry from this sidecar's clock, so Redis's clock cannot shorten it.
+	ttl := time.Until(time.Unix(lastValid+1, 0))
+	if ttl <= 0 {
+		return ErrClaimed // a window already over cannot be claimed: never accept it
+	}
 	err := c.r.client.SetArgs(ctx, c.r.Prefix+"claim:"+hex.EncodeToString(id[:]), 1, redis.SetArgs{
-		Mode:     "NX",
-		ExpireAt: time.Unix(lastValid+1, 0),
+		Mode: "NX",
+		TTL:  ttl,
 	}).Err()
 	if errors.Is(err, redis.Nil) {
 		return ErrClaimed

@@ -446,6 +446,7 @@ type seen struct {
 	BodyBase64       string              `json:"body_base64"`
 	ContentLength    int64               `json:"content_length"`
 	TransferEncoding []string            `json:"transfer_encoding"`
+	Trailers         map[string][]string `json:"trailers"`
 }
 
 func (r seen) body() []byte {

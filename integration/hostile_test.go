@@ -498,3 +498,37 @@ func TestHostileRefusalDoesNotWaitForTheBody(t *testing.T) {
 		t.Errorf("the upstream got %d requests", n)
 	}
 }
+
+// Declared request trailers arrive after the body: an identity sent there is
+// as much a spoof as one in the headers, signed request or not.
+func TestHostileIdentityInTrailers(t *testing.T) {
+	s := start(t, config{})
+	plain, signing := s.createKey(t, "tenant-trailer"), s.createKey(t, "tenant-trailer-signed", "--signing")
+	body := []byte(`{"event":"lead.created"}`)
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\nX-Tenant-ID: victim\r\nX-Wappchat-Key-Id: key_victim\r\n\r\n", len(body), body)
+	for _, tc := range []struct {
+		name, tenant string
+		headers      []string
+	}{
+		{"unsigned", "tenant-trailer", []string{"X-Wappchat-Key: " + plain.Key}},
+		{"signed", "tenant-trailer-signed", func() []string {
+			ts := now()
+			return []string{"X-Wappchat-Key: " + signing.Key, "X-Wappchat-Timestamp: " + ts, "X-Wappchat-Signature: " + signature(signing.Secret, ts, body)}
+		}()},
+	} {
+		req := "POST " + eventsPath + " HTTP/1.1\r\nHost: " + s.addr + "\r\nTransfer-Encoding: chunked\r\nTrailer: X-Tenant-ID, X-Wappchat-Key-Id\r\n" +
+			strings.Join(tc.headers, "\r\n") + "\r\nConnection: close\r\n\r\n" + chunked
+		reply := rawExchange(s.addr, []byte(req), http.MethodPost, "", 0)
+		if reply.err != nil || reply.resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %v %v %q", tc.name, reply.err, reply.resp, reply.body)
+		}
+		got := s.upstreamRequests(t)
+		last := got[len(got)-1]
+		if len(last.Trailers) != 0 || strings.Contains(fmt.Sprint(last.Headers), "victim") {
+			t.Errorf("%s: the upstream got trailers %v, headers %v", tc.name, last.Trailers, last.Headers)
+		}
+		if tenant := last.header("X-Tenant-ID"); len(tenant) != 1 || tenant[0] != tc.tenant || !bytes.Equal(last.body(), body) {
+			t.Errorf("%s: the upstream got tenant %v, body %q", tc.name, tenant, last.body())
+		}
+	}
+}

@@ -20,18 +20,37 @@ import (
 const secretsKeyLine = "secrets_key {env.WAPPCHAT_SECRETS_KEY}"
 
 // sealedStart starts a sidecar whose wappchat app reads secrets_key from
-// WAPPCHAT_SECRETS_KEY, set to key ("" leaves it unset).
+// WAPPCHAT_SECRETS_KEY, set to key ("": no secrets_key in the config at all).
 func sealedStart(t *testing.T, key string) *sidecar {
 	t.Helper()
-	cfg := config{App: []string{secretsKeyLine}}
+	cfg := config{}
 	if key != "" {
-		cfg.Env = []string{"WAPPCHAT_SECRETS_KEY=" + key}
+		cfg = config{App: []string{secretsKeyLine}, Env: []string{"WAPPCHAT_SECRETS_KEY=" + key}}
 	}
 	s := start(t, cfg)
 	if key != "" {
 		s.rememberSecretsKeys(key)
 	}
 	return s
+}
+
+// useSecretsKey switches the Caddyfile and environment to secrets key key, or
+// ("") to no secrets_key line at all; a secrets_key that resolves to nothing
+// is refused, so "without" means without the line.
+func (s *sidecar) useSecretsKey(t *testing.T, key string) {
+	t.Helper()
+	b, err := os.ReadFile(s.caddyfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "\t\t"+secretsKeyLine+"\n", "", 1)
+	if key != "" {
+		cfg = strings.Replace(cfg, "\twappchat {\n", "\twappchat {\n\t\t"+secretsKeyLine+"\n", 1)
+	}
+	if err := os.WriteFile(s.caddyfile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.setEnv("WAPPCHAT_SECRETS_KEY", key)
 }
 
 // sealing counts the stored secrets by how they are stored: the fingerprint
@@ -218,7 +237,7 @@ func TestSealedStoreRefusesWithoutTheKey(t *testing.T) {
 	s.rememberSecretsKeys(wrong)
 	for _, tc := range []struct{ name, key string }{{"without secrets_key", ""}, {"with another secrets_key", wrong}} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.setEnv("WAPPCHAT_SECRETS_KEY", tc.key)
+			s.useSecretsKey(t, tc.key)
 			expectSealedRefusal(t, "caddy run", s.startFails(t), marker[0])
 			for _, args := range [][]string{{"list"}, {"create", "--tenant", "tenant-refuse", "--signing"}, {"revoke", k.ID}} {
 				res := s.cli(t, args...)
@@ -232,7 +251,7 @@ func TestSealedStoreRefusesWithoutTheKey(t *testing.T) {
 			}
 		})
 	}
-	s.setEnv("WAPPCHAT_SECRETS_KEY", key)
+	s.useSecretsKey(t, key)
 	s.startCaddy(t)
 	s.accept(t, signed(k, fresh("right key again")))
 }
@@ -269,7 +288,7 @@ func TestReencrypt(t *testing.T) {
 	// From none to A.
 	keyA := freshSecretsKey()
 	s.rememberSecretsKeys(keyA)
-	s.setEnv("WAPPCHAT_SECRETS_KEY", keyA)
+	s.useSecretsKey(t, keyA)
 	for run := 1; run <= 2; run++ { // idempotent
 		res := s.cli(t, "reencrypt")
 		if res.code != 0 || !strings.Contains(res.stdout, "5 records rewritten") {
@@ -292,7 +311,7 @@ func TestReencrypt(t *testing.T) {
 	// From A to B: without --old-key the CLI refuses and changes nothing.
 	keyB := freshSecretsKey()
 	s.rememberSecretsKeys(keyB)
-	s.setEnv("WAPPCHAT_SECRETS_KEY", keyB)
+	s.useSecretsKey(t, keyB)
 	s.setEnv("OLD_WAPPCHAT_SECRETS_KEY", keyA)
 	stored := s.snapshot(t)
 	res := s.cli(t, "reencrypt")
@@ -321,9 +340,9 @@ func TestReencrypt(t *testing.T) {
 	s.caddy.stop()
 
 	// A alone no longer opens the store.
-	s.setEnv("WAPPCHAT_SECRETS_KEY", keyA)
+	s.useSecretsKey(t, keyA)
 	expectSealedRefusal(t, "caddy run with A after moving to B", s.startFails(t), fpB[0])
-	s.setEnv("WAPPCHAT_SECRETS_KEY", keyB)
+	s.useSecretsKey(t, keyB)
 	s.startCaddy(t)
 	s.expectWorks(t, "sealed under B, again", keys)
 }
@@ -359,7 +378,7 @@ func testReencryptHalfDone(t *testing.T, strayTempFile bool) {
 		}
 		underA[s.recordPath(k.SHA256)] = b
 	}
-	s.setEnv("WAPPCHAT_SECRETS_KEY", keyB)
+	s.useSecretsKey(t, keyB)
 	s.setEnv("OLD_WAPPCHAT_SECRETS_KEY", keyA)
 	if res := s.cli(t, "reencrypt", "--old-key", "{env.OLD_WAPPCHAT_SECRETS_KEY}"); res.code != 0 {
 		t.Fatalf("reencrypt: exit %d\n%s", res.code, res.stderr)
@@ -421,7 +440,7 @@ func testReencryptKilled(t *testing.T) {
 	}
 	fpA := s.sealMarker(t)
 	s.caddy.stop()
-	s.setEnv("WAPPCHAT_SECRETS_KEY", keyB)
+	s.useSecretsKey(t, keyB)
 	s.setEnv("OLD_WAPPCHAT_SECRETS_KEY", keyA)
 
 	cmd := exec.Command(caddyBin, "wappchat-keys", "reencrypt", "--old-key", "{env.OLD_WAPPCHAT_SECRETS_KEY}", "--config", s.caddyfile)

@@ -23,6 +23,7 @@ type Request struct {
 	BodyBase64       string              `json:"body_base64"`
 	ContentLength    int64               `json:"content_length"`
 	TransferEncoding []string            `json:"transfer_encoding"`
+	Trailers         map[string][]string `json:"trailers,omitempty"`
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 			BodyBase64:       base64.StdEncoding.EncodeToString(body),
 			ContentLength:    r.ContentLength,
 			TransferEncoding: r.TransferEncoding,
+			Trailers:         r.Trailer, // filled once the body was read
 		})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
