@@ -267,19 +267,15 @@ func lastLine(s string) string {
 // cliAs is s.cli, run as nobody when asNobody.
 func cliAs(t *testing.T, s *sidecar, asNobody bool, args ...string) cliResult {
 	t.Helper()
-	cmd := exec.Command(caddyBin, append(append([]string{"wappchat-keys"}, args...), "--config", s.caddyfile)...)
-	cmd.Env = s.env
+	var user *syscall.Credential
 	if asNobody {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		user = &syscall.Credential{Uid: 65534, Gid: 65534}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
+	res, err := runCLI(s, "", user, args...)
+	if err != nil {
 		t.Fatalf("running wappchat-keys %v: %v", args, err)
 	}
-	return cliResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+	return res
 }
 
 // The store directory disappears under a running server: keys it has cached
@@ -420,7 +416,7 @@ func TestFaultConcurrentKeyOps(t *testing.T) {
 				out := outcome{op: o}
 				switch o.kind {
 				case "cli-create":
-					res, err := runCLI(s, "create", "--tenant", "tenant-concurrent", "--json")
+					res, err := runCLI(s, "", nil, "create", "--tenant", "tenant-concurrent", "--json")
 					if err == nil && res.code != 0 {
 						err = fmt.Errorf("exit %d: %s", res.code, res.stderr)
 					}
@@ -430,7 +426,7 @@ func TestFaultConcurrentKeyOps(t *testing.T) {
 				case "admin-create":
 					out.created, out.err = adminCreateKey(admin, "tenant-concurrent", false)
 				case "cli-revoke":
-					res, err := runCLI(s, "revoke", o.victim.ID)
+					res, err := runCLI(s, "", nil, "revoke", o.victim.ID)
 					if err == nil && res.code != 0 {
 						err = fmt.Errorf("exit %d: %s", res.code, res.stderr)
 					}

@@ -284,17 +284,31 @@ func (s *sidecar) cli(t *testing.T, args ...string) cliResult {
 
 func (s *sidecar) cliWithInput(t *testing.T, stdin string, args ...string) cliResult {
 	t.Helper()
+	res, err := runCLI(s, stdin, nil, args...)
+	if err != nil {
+		t.Fatalf("running wappchat-keys %v: %v", args, err)
+	}
+	return res
+}
+
+// runCLI runs `caddy wappchat-keys <args> --config <Caddyfile>` with stdin, as
+// user (nil: as this process), from any goroutine; it returns an error only
+// when the process could not run.
+func runCLI(s *sidecar, stdin string, user *syscall.Credential, args ...string) (cliResult, error) {
 	cmd := exec.Command(caddyBin, append(append([]string{"wappchat-keys"}, args...), "--config", s.caddyfile)...)
 	cmd.Env = s.env
 	cmd.Stdin = strings.NewReader(stdin)
+	if user != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: user}
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("running wappchat-keys %v: %v", args, err)
+		return cliResult{}, err
 	}
-	return cliResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+	return cliResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}, nil
 }
 
 // issuedKey is what `wappchat-keys create --json` prints.

@@ -9,13 +9,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -272,21 +270,6 @@ func total(counts map[string]int) int {
 		n += c
 	}
 	return n
-}
-
-// runCLI runs `caddy wappchat-keys <args> --config <Caddyfile>` from any
-// goroutine; it returns an error only when the process could not run.
-func runCLI(s *sidecar, args ...string) (cliResult, error) {
-	cmd := exec.Command(caddyBin, append(append([]string{"wappchat-keys"}, args...), "--config", s.caddyfile)...)
-	cmd.Env = s.env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		return cliResult{}, err
-	}
-	return cliResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}, nil
 }
 
 // adminJSON sends a JSON request to the admin endpoint from any goroutine.
