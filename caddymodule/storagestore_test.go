@@ -345,9 +345,6 @@ func TestStorageStoreRevokeKeepsFirst(t *testing.T) {
 }
 
 func TestStorageStoreConcurrentUpdates(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: file storage locks poll once a second")
-	}
 	ctx := context.Background()
 	store, _ := newFileStore(t)
 	issued := issueForTest(t, NewRecordSpec{})
