@@ -51,46 +51,10 @@ UP_PORT=$((BASE_PORT + 2))
 ADMIN_PORT=$((BASE_PORT + 3))
 CLK_TCK=$(getconf CLK_TCK)
 
-TMP=$(mktemp -d /tmp/wappchat-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "$KEEP" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
-# Watchdog: the whole run is bounded even if something hangs.
 ncases=$(wc -w <<<"$CASES")
 LIMIT=$((ROUNDS * SECS * 2 * ncases + 300))
-(
-	trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-	sleep "$LIMIT" &
-	sleeper=$!
-	wait "$sleeper"
-	echo "bench.sh: time limit ${LIMIT}s reached" >&2
-	kill -TERM $$
-) &
-WATCHDOG=$!
-PIDS+=("$WATCHDOG")
-
-# Build ./caddy if missing or older than the plugin sources (a stale binary would measure old code).
-if [ ! -x ./caddy ] || [ -n "$(find caddymodule plugin.go go.mod go.sum -newer ./caddy -print -quit)" ]; then ./xcaddy.sh; fi
-go build -o "$TMP/loadgen" ./integration/loadgen
-
-wait_port() { # port
-	for _ in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "port $1 did not open" >&2
-	return 1
-}
-
-"$TMP/loadgen" -serve "127.0.0.1:$UP_PORT" 2>"$TMP/upstream.log" &
-PIDS+=($!)
-
-export XDG_DATA_HOME=$TMP/data XDG_CONFIG_HOME=$TMP/config
+# shellcheck source=integration/benchlib.sh
+source integration/benchlib.sh bench.sh
 cat >"$TMP/Caddyfile" <<EOF
 {
 	admin 127.0.0.1:$ADMIN_PORT
@@ -119,9 +83,6 @@ EOF
 
 create_key() { # extra flags...
 	./caddy wappchat-keys create --tenant bench --json --config "$TMP/Caddyfile" --adapter caddyfile "$@" 2>>"$TMP/cli.log"
-}
-field() { # json name
-	sed -n "s/.*\"$2\": *\"\([^\"]*\)\".*/\1/p" <<<"$1"
 }
 KEYONLY_JSON=$(create_key --name key-only)
 SIGNING_JSON=$(create_key --name signing --signing)

@@ -32,42 +32,9 @@ AUTH_PORT=$((BASE_PORT + 1))
 UP_PORT=$((BASE_PORT + 2))
 ADMIN_PORT=$((BASE_PORT + 3))
 
-TMP=$(mktemp -d /tmp/wappchat-memcheck.XXXXXX)
-PIDS=()
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "$KEEP" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
 LIMIT=$((IDLE + 300))
-(
-	trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-	sleep "$LIMIT" &
-	sleeper=$!
-	wait "$sleeper"
-	echo "memcheck.sh: time limit ${LIMIT}s reached" >&2
-	kill -TERM $$
-) &
-PIDS+=($!)
-
-if [ ! -x ./caddy ] || [ -n "$(find caddymodule plugin.go go.mod go.sum -newer ./caddy -print -quit)" ]; then ./xcaddy.sh; fi
-go build -o "$TMP/loadgen" ./integration/loadgen
-
-wait_port() {
-	for _ in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "port $1 did not open" >&2
-	return 1
-}
-
-"$TMP/loadgen" -serve "127.0.0.1:$UP_PORT" 2>"$TMP/upstream.log" &
-PIDS+=($!)
-
-export XDG_DATA_HOME=$TMP/data XDG_CONFIG_HOME=$TMP/config
+# shellcheck source=integration/benchlib.sh
+source integration/benchlib.sh memcheck.sh
 cat >"$TMP/Caddyfile" <<EOF
 {
 	admin 127.0.0.1:$ADMIN_PORT
@@ -84,7 +51,6 @@ http://127.0.0.1:$AUTH_PORT {
 }
 EOF
 JSON=$(./caddy wappchat-keys create --tenant bench --json --config "$TMP/Caddyfile" --adapter caddyfile --name signing --signing 2>>"$TMP/cli.log")
-field() { sed -n "s/.*\"$2\": *\"\([^\"]*\)\".*/\1/p" <<<"$1"; }
 KEY=$(field "$JSON" key)
 SECRET=$(field "$JSON" secret)
 
