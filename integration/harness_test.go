@@ -247,19 +247,22 @@ func (p *process) waitListening(t *testing.T, addr string) {
 }
 
 // stop asks the process to quit with SIGINT and kills it if it does not.
-func (p *process) stop() {
+func (p *process) stop() { p.stopWith(syscall.SIGINT) }
+
+// stopWith asks the process to quit with sig and kills it if it does not.
+func (p *process) stopWith(sig syscall.Signal) {
 	select {
 	case <-p.exited:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.exited:
 	case <-time.After(waitLimit):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		p.t.Errorf("%s ignored SIGINT and was killed", p.name)
+		p.t.Errorf("%s ignored %v and was killed", p.name, sig)
 	}
 }
 

@@ -76,22 +76,7 @@ func (r *redisServer) start(t *testing.T) {
 }
 
 // stop ends redis-server (SIGTERM: with --save ” it writes nothing) and waits for it.
-func (r *redisServer) stop() {
-	p := r.proc
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(waitLimit):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		r.t.Errorf("redis-server ignored SIGTERM and was killed")
-	}
-}
+func (r *redisServer) stop() { r.proc.stopWith(syscall.SIGTERM) }
 
 // restart snapshots the data (SAVE), stops redis-server, calls down while
 // nothing answers on the port, and starts it again on the same port and dir.
