@@ -818,15 +818,15 @@ func TestFaultReloadKeepsReplayClaims(t *testing.T) {
 	k := s.createKey(t, "tenant-replay", "--signing")
 	req := signed(k, variant("captured"))
 	s.accept(t, req)
-	refuseAfterBody(t, s, req, 401, "signature_replayed")
+	s.reject(t, req, 401, "signature_replayed")
 	if err := reloadCaddy(s, adminHostPort(t, s), changedCaddyfile(t, s), false); err != nil {
 		t.Fatal(err)
 	}
-	refuseAfterBody(t, s, req, 401, "signature_replayed")
+	s.reject(t, req, 401, "signature_replayed")
 	if err := reloadCaddy(s, adminHostPort(t, s), s.caddyfile, true); err != nil {
 		t.Fatal(err)
 	}
-	refuseAfterBody(t, s, req, 401, "signature_replayed")
+	s.reject(t, req, 401, "signature_replayed")
 }
 
 // Mixed valid, invalid and signed traffic at full speed on loopback: every

@@ -538,6 +538,25 @@ func (s *sidecar) accept(t *testing.T, req request) seen {
 // returns the request's access log entry.
 func (s *sidecar) reject(t *testing.T, req request, status int, code string) map[string]any {
 	t.Helper()
+	return s.refuse(t, req, status, code, readsBody[code]).entry
+}
+
+// rejectAfterReadingBody is reject for a refusal that came after the signed
+// body was read whatever its code (a claim that could not be recorded).
+func (s *sidecar) rejectAfterReadingBody(t *testing.T, req request, status int, code string) {
+	t.Helper()
+	s.refuse(t, req, status, code, true)
+}
+
+// refusal is what a refused request left: its access log entry and the message the client got.
+type refusal struct {
+	entry   map[string]any
+	message string
+}
+
+// refuse does the checks of reject; mayReadBody allows body bytes to have been read.
+func (s *sidecar) refuse(t *testing.T, req request, status int, code string, mayReadBody bool) refusal {
+	t.Helper()
 	upstreamBefore := len(s.upstreamRequests(t))
 	logBefore := len(s.rejectionLog(t, code))
 	resp := s.send(t, req)
@@ -560,13 +579,13 @@ func (s *sidecar) reject(t *testing.T, req request, status int, code string) map
 	entry := s.accessEntry(t, resp.id)
 	// Caddy counts in bytes_read what handlers read of the body; refusals
 	// decided from the headers must not have read any of it.
-	if read := entry["bytes_read"]; !readsBody[code] && read != 0.0 {
+	if read := entry["bytes_read"]; !mayReadBody && read != 0.0 {
 		t.Errorf("the sidecar read %v body bytes before refusing with %s", read, code)
 	}
 	entries := s.rejectionLog(t, code)
 	if len(entries) != logBefore+1 {
 		t.Errorf("%d log entries with code %q, want 1", len(entries)-logBefore, code)
-		return entry
+		return refusal{entry, body.Message}
 	}
 	for _, name := range []string{"X-Wappchat-Key", "Authorization", "X-Wappchat-Signature"} {
 		for _, v := range headerValues(req.header, name) {
@@ -575,7 +594,7 @@ func (s *sidecar) reject(t *testing.T, req request, status int, code string) map
 			}
 		}
 	}
-	return entry
+	return refusal{entry, body.Message}
 }
 
 // readsBody are the refusals that may only be decided by reading the body.

@@ -453,36 +453,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// rejectReplayed is reject for signature_replayed, which is decided only after
-// the body was read and the signature verified (so reject's "no body read"
-// check does not apply). It returns the message the client got.
+// rejectReplayed is reject for signature_replayed; it returns the message the client got.
 func (s *sidecar) rejectReplayed(t *testing.T, req request) string {
 	t.Helper()
-	return s.rejectVerified(t, req, http.StatusUnauthorized, "signature_replayed")
-}
-
-// rejectVerified is reject for refusals decided after the signature verified
-// (signature_replayed, replay_capacity): the body was read. It returns the message.
-func (s *sidecar) rejectVerified(t *testing.T, req request, status int, code string) string {
-	t.Helper()
-	upstreamBefore := len(s.upstreamRequests(t))
-	logBefore := len(s.rejectionLog(t, code))
-	resp := s.send(t, req)
-	var body struct{ Error, Message string }
-	if resp.status != status || json.Unmarshal(resp.body, &body) != nil || body.Error != code || body.Message == "" {
-		t.Errorf("status %d, body %s; want %d with %s and a message", resp.status, resp.body, status, code)
-	}
-	if ct := resp.header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q, want application/json", ct)
-	}
-	if auth := resp.header.Get("WWW-Authenticate"); status == http.StatusUnauthorized && auth != `Bearer realm="wappchat"` {
-		t.Errorf("WWW-Authenticate %q on a 401", auth)
-	}
-	if n := len(s.upstreamRequests(t)) - upstreamBefore; n != 0 {
-		t.Errorf("a refused request (%s) reached the upstream %d times", code, n)
-	}
-	if n := len(s.rejectionLog(t, code)) - logBefore; n != 1 {
-		t.Errorf("%d log entries with code %s, want 1", n, code)
-	}
-	return body.Message
+	return s.refuse(t, req, http.StatusUnauthorized, "signature_replayed", true).message
 }

@@ -344,23 +344,3 @@ func signedAt(k issuedKey, ts string, body []byte) request {
 		"X-Wappchat-Signature": {signature(k.Secret, ts, body)},
 	}, body: body}
 }
-
-// refuseAfterBody is s.reject for refusals decided after the body was read
-// (signature_replayed): status, JSON code, the upstream untouched, one log
-// entry. The harness's reject counts body bytes read for codes it knows.
-func refuseAfterBody(t *testing.T, s *sidecar, req request, status int, code string) {
-	t.Helper()
-	upBefore := upstreamCount(t, s)
-	logBefore := len(s.rejectionLog(t, code))
-	resp := s.send(t, req)
-	var body struct{ Error, Message string }
-	if resp.status != status || json.Unmarshal(resp.body, &body) != nil || body.Error != code || body.Message == "" {
-		t.Errorf("got %d %q, want %d with error %q", resp.status, resp.body, status, code)
-	}
-	if n := upstreamCount(t, s) - upBefore; n != 0 {
-		t.Errorf("a refused request reached the upstream %d times", n)
-	}
-	if n := len(s.rejectionLog(t, code)) - logBefore; n != 1 {
-		t.Errorf("%d log entries with code %q, want 1", n, code)
-	}
-}

@@ -85,8 +85,8 @@ func TestRedisSharedInstances(t *testing.T) {
 		req := signed(k, variant("replayed to B"))
 		a.accept(t, req)
 		bSaw := len(b.upstreamRequests(t))
-		b.rejectAfterReadingBody(t, req, 401, "signature_replayed")
-		a.rejectAfterReadingBody(t, req, 401, "signature_replayed")
+		b.reject(t, req, 401, "signature_replayed")
+		a.reject(t, req, 401, "signature_replayed")
 		for _, got := range b.upstreamRequests(t)[bSaw:] {
 			t.Errorf("B's upstream got a request after the replay: %s", got.body())
 		}

@@ -372,32 +372,6 @@ func (s *sidecar) statusOf(t *testing.T, req request) (int, string) {
 	return resp.status, body.Error
 }
 
-// rejectAfterReadingBody is reject for refusals decided after the signed body was
-// read (a replayed claim, a claim that cannot be recorded): the same checks
-// except that the body may have been read.
-func (s *sidecar) rejectAfterReadingBody(t *testing.T, req request, status int, code string) {
-	t.Helper()
-	upstreamBefore := len(s.upstreamRequests(t))
-	logBefore := len(s.rejectionLog(t, code))
-	resp := s.send(t, req)
-	if resp.status != status {
-		t.Errorf("status %d, want %d: %s", resp.status, status, resp.body)
-	}
-	var body struct{ Error, Message string }
-	if err := json.Unmarshal(resp.body, &body); err != nil || body.Error != code || body.Message == "" {
-		t.Errorf("body %q, want JSON with error %q and a message", resp.body, code)
-	}
-	if auth := resp.header.Get("WWW-Authenticate"); status == http.StatusUnauthorized && auth != `Bearer realm="wappchat"` {
-		t.Errorf("WWW-Authenticate %q on a 401", auth)
-	}
-	if n := len(s.upstreamRequests(t)) - upstreamBefore; n != 0 {
-		t.Errorf("a rejected request reached the upstream %d times", n)
-	}
-	if n := len(s.rejectionLog(t, code)) - logBefore; n != 1 {
-		t.Errorf("%d log entries with code %q, want 1", n, code)
-	}
-}
-
 // pollWithin is poll with a bound of its own, for what the issue bounds
 // (a revocation reaches every instance within one second).
 func pollWithin(t *testing.T, limit time.Duration, what string, done func() bool) {

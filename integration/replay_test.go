@@ -304,7 +304,7 @@ func TestReplayCapacity(t *testing.T) {
 	p := s.createKey(t, "tenant-capacity")
 	s.accept(t, signed(k, fresh("capacity")))
 	s.accept(t, signed(k, fresh("capacity")))
-	s.rejectVerified(t, signed(k, fresh("capacity")), http.StatusServiceUnavailable, "replay_capacity")
+	s.reject(t, signed(k, fresh("capacity")), http.StatusServiceUnavailable, "replay_capacity")
 	s.accept(t, unsigned(p, event))
 	full := 0
 	for _, e := range s.debugLog(t) {
