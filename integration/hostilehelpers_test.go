@@ -86,6 +86,21 @@ func mustGauges(t *testing.T, s *sidecar) map[string]float64 {
 	return g
 }
 
+// collectGarbage has the server run two full garbage collections (the admin
+// endpoint's /debug/pprof/heap?gc=1): the second empties sync.Pool's victim
+// cache, so heap in use afterwards holds only what is still referenced.
+func collectGarbage(t *testing.T, s *sidecar) {
+	t.Helper()
+	for range 2 {
+		resp, err := (&http.Client{Timeout: waitLimit}).Get("http://" + adminHostPort(t, s) + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
 // settleGoroutines polls go_goroutines until it is at most baseline+slack,
 // failing after limit. It returns the last value seen.
 func settleGoroutines(t *testing.T, s *sidecar, baseline, slack float64, limit time.Duration) float64 {
