@@ -19,18 +19,21 @@
 # case the median auth/plain throughput ratio with its min..max, CPU per request
 # of each arm and their difference, the budget for that difference (1.2 x a bare
 # HMAC-SHA256 over the body from the Go benchmark + 20 us), and Caddy's peak RSS
-# (VmHWM). Then the memory check: 256 concurrent signed 1 MiB uploads, Caddy's
+# (VmHWM). With PACED=1, each case then runs ROUNDS more rounds with both arms
+# at one fixed rate (80% of the auth arm's slowest round), reported as
+# CASE/paced: Caddy's CPU per request at equal load, where neither arm's figure
+# is inflated by running less busy than the other. Then the memory check: 256 concurrent signed 1 MiB uploads, Caddy's
 # RSS before, peak during, and after (5 s later, and after two forced GCs
 # through the admin API's /debug/pprof/heap?gc=1).
 #
 # Environment (defaults in brackets):
 #   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["key sig1k sig64k sig1m"]
-#   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+3)  MEMCHECK [1]  GOBENCH [1]
+#   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+3)  PACED [1]  MEMCHECK [1]  GOBENCH [1]
 #   KEEP [0]: keep the temporary directory (Caddyfile, logs, results.jsonl)
 #   LOG_LEVEL [INFO]: Caddy's log level; WARN drops the sidecar's per-request
 #   "accepted" audit line, to see what writing it costs
 # Every step is bounded in time: each arm by SECS (loadgen -duration), the
-# whole script by a watchdog of ROUNDS*SECS*2*cases + 300 s.
+# whole script by a watchdog of ROUNDS*SECS*2*cases*(1+PACED) + 300 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,6 +44,7 @@ CONNS=${CONNS:-8}
 CASES=${CASES:-"key sig1k sig64k sig1m"}
 LOG_LEVEL=${LOG_LEVEL:-INFO}
 BASE_PORT=${BASE_PORT:-18480}
+PACED=${PACED:-1}
 MEMCHECK=${MEMCHECK:-1}
 GOBENCH=${GOBENCH:-1}
 KEEP=${KEEP:-0}
@@ -52,7 +56,7 @@ ADMIN_PORT=$((BASE_PORT + 3))
 CLK_TCK=$(getconf CLK_TCK)
 
 ncases=$(wc -w <<<"$CASES")
-LIMIT=$((ROUNDS * SECS * 2 * ncases + 300))
+LIMIT=$((ROUNDS * SECS * 2 * ncases * (1 + PACED) + 300))
 # shellcheck source=integration/benchlib.sh
 source integration/benchlib.sh bench.sh
 cat >"$TMP/Caddyfile" <<EOF
@@ -119,14 +123,27 @@ case_args() { # case -> loadgen flags for the auth arm (the plain arm sends the 
 }
 
 RESULTS=$TMP/results.jsonl
-run_arm() { # case arm round
-	local port=$PLAIN_PORT
+run_arm() { # case arm round [rate]: a rate paces the arm and labels it CASE/paced
+	local port=$PLAIN_PORT label=$1 pace=()
 	[ "$2" = auth ] && port=$AUTH_PORT
+	[ -n "${4:-}" ] && label=$1/paced pace=(-rate "$4")
 	# shellcheck disable=SC2046
 	"$TMP/loadgen" -url "http://127.0.0.1:$port/api/whatsapp/automation/events" $(case_args "$1") \
-		-conns "$CONNS" -duration "${SECS}s" -pid "$CADDY" -clk-tck "$CLK_TCK" \
-		-label "case=$1 arm=$2 round=$3" | tee -a "$RESULTS" |
+		-conns "$CONNS" -duration "${SECS}s" -pid "$CADDY" -clk-tck "$CLK_TCK" "${pace[@]}" \
+		-label "case=$label arm=$2 round=$3" | tee -a "$RESULTS" |
 		sed -n 's/.*"label":"\([^"]*\)".*"rps":\([0-9.]*\),"p50_us":\([0-9.]*\),"p99_us":\([0-9.]*\).*"cpu_per_req_us":\([0-9.]*\).*/  \1: \2 req\/s, p50 \3 us, p99 \4 us, caddy cpu \5 us\/req/p'
+}
+
+rounds() { # case [rate]: ROUNDS rounds of both arms, the order swapped every round
+	for r in $(seq 1 "$ROUNDS"); do
+		if [ $((r % 2)) = 1 ]; then
+			run_arm "$1" plain "$r" "${2:-}"
+			run_arm "$1" auth "$r" "${2:-}"
+		else
+			run_arm "$1" auth "$r" "${2:-}"
+			run_arm "$1" plain "$r" "${2:-}"
+		fi
+	done
 }
 
 echo "== A/B: $ROUNDS rounds x ${SECS}s per arm, $CONNS connections, cases: $CASES"
@@ -139,15 +156,14 @@ for c in $CASES; do
 		"$TMP/loadgen" -url "http://127.0.0.1:$port/api/whatsapp/automation/events" $(case_args "$c") \
 			-conns "$CONNS" -duration 1s >/dev/null
 	done
-	for r in $(seq 1 "$ROUNDS"); do
-		if [ $((r % 2)) = 1 ]; then
-			run_arm "$c" plain "$r"
-			run_arm "$c" auth "$r"
-		else
-			run_arm "$c" auth "$r"
-			run_arm "$c" plain "$r"
-		fi
-	done
+	rounds "$c"
+	if [ "$PACED" = 1 ]; then
+		# The same requests at one fixed rate both arms can keep: CPU per request at equal load.
+		rate=$(sed -n "s/.*\"label\":\"case=$c arm=auth [^\"]*\".*\"rps\":\([0-9.]*\).*/\1/p" "$RESULTS" |
+			sort -g | head -1 | awk '{printf "%.0f", $1 * 0.8}')
+		echo "  paced at $rate req/s (80% of the auth arm's slowest round)"
+		rounds "$c" "$rate"
+	fi
 done
 
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }

@@ -11,6 +11,10 @@
 //	-mode signed  sends x-wappchat-key, x-wappchat-timestamp, x-wappchat-signature
 //	-mode key     computes the same HMAC but sends only x-wappchat-key
 //
+// With -rate, the connections together send at most that many requests a
+// second (each request waits for its slot), so two arms can be compared at the
+// same load: CPU per request then does not depend on how busy each arm ran.
+//
 // It prints one JSON object: requests/s, p50/p99 latency, errors (non-2xx or
 // transport errors). With -pid it also reads that process's CPU seconds
 // (utime+stime from /proc/PID/stat) right before and after the run, and its
@@ -55,6 +59,7 @@ func main() {
 	flag.StringVar(&cfg.mode, "mode", "signed", "signed | key")
 	flag.IntVar(&cfg.size, "size", 1024, "body size in bytes (every body is exactly this long, minimum 128)")
 	flag.IntVar(&cfg.conns, "conns", 8, "connections kept busy")
+	flag.Float64Var(&cfg.rate, "rate", 0, "requests per second over all connections (0: as fast as they answer)")
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to run (upper bound, at most 10m)")
 	flag.Int64Var(&cfg.requests, "requests", 0, "stop after this many requests (0: run for -duration)")
 	flag.StringVar(&cfg.key, "key", "", "integration key (sent in x-wappchat-key)")
@@ -89,7 +94,7 @@ type config struct {
 	size, conns, pid              int
 	duration                      time.Duration
 	requests                      int64
-	clkTck                        float64
+	clkTck, rate                  float64
 }
 
 // Result is one run, one JSON line.
@@ -99,6 +104,7 @@ type Result struct {
 	Mode        string         `json:"mode"`
 	Size        int            `json:"size"`
 	Conns       int            `json:"conns"`
+	Rate        float64        `json:"rate,omitempty"` // -rate, when paced
 	Seconds     float64        `json:"seconds"`
 	Requests    int64          `json:"requests"`
 	Errors      int64          `json:"errors"`
@@ -171,6 +177,9 @@ func runLoad(cfg config) (*Result, error) {
 	if cfg.conns < 1 || cfg.conns > 4096 {
 		return nil, fmt.Errorf("-conns must be between 1 and 4096")
 	}
+	if cfg.rate < 0 {
+		return nil, fmt.Errorf("-rate must not be negative")
+	}
 	if cfg.duration <= 0 || cfg.duration > 10*time.Minute {
 		return nil, fmt.Errorf("-duration must be in (0, 10m]")
 	}
@@ -201,11 +210,12 @@ func runLoad(cfg config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration)
 	defer cancel()
 
-	res := &Result{Label: cfg.label, URL: cfg.url, Mode: cfg.mode, Size: cfg.size, Conns: cfg.conns, Statuses: map[string]int{}}
+	res := &Result{Label: cfg.label, URL: cfg.url, Mode: cfg.mode, Size: cfg.size, Conns: cfg.conns, Rate: cfg.rate, Statuses: map[string]int{}}
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
 		sent      atomic.Int64
+		slots     atomic.Int64 // with -rate: requests given a send time so far
 		errCount  atomic.Int64
 		firstErr  atomic.Value
 	)
@@ -217,6 +227,7 @@ func runLoad(cfg config) (*Result, error) {
 	cpuBefore := procCPUSeconds(cfg.pid, cfg.clkTck)
 	// With -requests, every worker waits here so the requests really are concurrent.
 	start := make(chan struct{})
+	var began time.Time // set before start is closed
 	var wg sync.WaitGroup
 	for w := 0; w < cfg.conns; w++ {
 		wg.Add(1)
@@ -230,6 +241,16 @@ func runLoad(cfg config) (*Result, error) {
 			for ctx.Err() == nil {
 				if cfg.requests > 0 && sent.Add(1) > cfg.requests {
 					break
+				}
+				if cfg.rate > 0 {
+					slot := began.Add(time.Duration(float64(slots.Add(1)-1) / cfg.rate * float64(time.Second)))
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Until(slot)):
+					}
+					if ctx.Err() != nil {
+						break
+					}
 				}
 				n++
 				maker.fill(body, w, n)
@@ -284,7 +305,7 @@ func runLoad(cfg config) (*Result, error) {
 			mu.Unlock()
 		}(w)
 	}
-	began := time.Now()
+	began = time.Now()
 	close(start)
 	wg.Wait()
 	res.Seconds = time.Since(began).Seconds()
@@ -457,7 +478,9 @@ func runSummary(path, bare string) error {
 	fmt.Printf("%-12s %6s %22s %11s %11s %11s %11s %13s %9s %9s %7s\n",
 		"case", "rounds", "ratio auth/plain", "plain rps", "auth rps", "cpu/req pl", "cpu/req au", "cpu diff (us)",
 		"budget", "p99 au", "errors")
+	paced := false
 	for _, c := range order {
+		paced = paced || strings.HasSuffix(c, "/paced")
 		a := cases[c]
 		var ratios, cpuPlain, cpuAuth, rpsPlain, rpsAuth, p99Auth, diffs []float64
 		var errs int64
@@ -479,7 +502,8 @@ func runSummary(path, bare string) error {
 			continue
 		}
 		budget := "-"
-		if ns, ok := bareNs[c]; ok {
+		base, _, _ := strings.Cut(c, "/") // "sig64k/paced" has the budget of sig64k
+		if ns, ok := bareNs[base]; ok {
 			budget = fmt.Sprintf("%.1f", 1.2*ns/1000+20)
 		}
 		fmt.Printf("%-12s %6d %22s %11.0f %11.0f %11.1f %11.1f %13s %9s %9.0f %7d\n",
@@ -491,6 +515,10 @@ func runSummary(path, bare string) error {
 	fmt.Println("ratio: median [min..max] over rounds of auth rps / plain rps in the same round;")
 	fmt.Println("cpu/req: Caddy utime+stime per request (us), median over rounds; cpu diff: auth - plain, median [min..max];")
 	fmt.Println("budget: 1.2 x bare HMAC-SHA256 over the body (Go benchmark) + 20 us, for the cpu diff.")
+	if paced {
+		fmt.Println("CASE/paced: both arms sent at the same fixed rate (-rate): the ratio only shows that both kept")
+		fmt.Println("the pace; the cpu diff is the sidecar's cost per request at equal load.")
+	}
 	if totalErrors > 0 {
 		fmt.Printf("ERRORS: %d requests failed (non-2xx or transport)\n", totalErrors)
 		return errors.New("errors during the benchmark")
