@@ -70,6 +70,9 @@ cat >"$TMP/Caddyfile" <<EOF
 	}
 	wappchat {
 		cache_ttl 5s
+		# Live claims last the 5 min tolerance: up to ~8k signed req/s here, over
+		# the default capacity (sized for 1k/s), which would refuse with 503.
+		replay_capacity 4000000
 	}
 }
 http://127.0.0.1:$PLAIN_PORT {

@@ -484,6 +484,7 @@ func runSummary(path, bare string) error {
 		a := cases[c]
 		var ratios, cpuPlain, cpuAuth, rpsPlain, rpsAuth, p99Auth, diffs []float64
 		var errs int64
+		var firstErr string
 		for round, au := range a.auth {
 			pl, ok := a.plain[round]
 			if !ok || pl.RPS == 0 {
@@ -497,6 +498,11 @@ func runSummary(path, bare string) error {
 			rpsAuth = append(rpsAuth, au.RPS)
 			p99Auth = append(p99Auth, au.P99us)
 			errs += au.Errors + pl.Errors
+			for _, r := range []*Result{pl, au} {
+				if r.Errors > 0 && firstErr == "" {
+					firstErr = fmt.Sprintf("%s (statuses %v)", r.FirstError, r.Statuses)
+				}
+			}
 		}
 		if len(ratios) == 0 {
 			continue
@@ -511,6 +517,9 @@ func runSummary(path, bare string) error {
 			median(rpsPlain), median(rpsAuth), median(cpuPlain), median(cpuAuth),
 			fmt.Sprintf("%.1f [%.1f..%.1f]", median(diffs), slices.Min(diffs), slices.Max(diffs)),
 			budget, median(p99Auth), errs)
+		if firstErr != "" {
+			fmt.Printf("%-12s first error: %s\n", "", firstErr)
+		}
 	}
 	fmt.Println("ratio: median [min..max] over rounds of auth rps / plain rps in the same round;")
 	fmt.Println("cpu/req: Caddy utime+stime per request (us), median over rounds; cpu diff: auth - plain, median [min..max];")
