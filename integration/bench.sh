@@ -4,14 +4,17 @@
 #   integration/bench.sh
 #
 # One command: builds ./caddy if missing or stale (./xcaddy.sh), starts one upstream
-# (loadgen -serve: drains the body, answers 200) and ONE Caddy with two sites
-# on loopback, both proxying to that upstream:
-#   plain  http://127.0.0.1:$BASE      reverse_proxy
-#   auth   http://127.0.0.1:$BASE+1    wappchat_auth (signatures optional) + reverse_proxy
+# (loadgen -serve: drains the body, answers 200) and ONE Caddy with three sites
+# on loopback, all proxying to that upstream:
+#   plain   http://127.0.0.1:$BASE      reverse_proxy
+#   auth    http://127.0.0.1:$BASE+1    wappchat_auth (signatures optional) + reverse_proxy
+#   header  http://127.0.0.1:$BASE+4    request_header + reverse_proxy (the header case)
 # creates a key-only key and a signing key with `caddy wappchat-keys create`,
 # then for each case alternates plain/auth ROUNDS times (order swapped every
 # round), SECS seconds per arm, with the load generator (integration/loadgen)
 # signing every request freshly in both arms:
+#   header   not the sidecar: a trivial request_header handler + reverse_proxy,
+#            the same requests as key; its ratio is what any handler scores here
 #   key      key only (x-wappchat-key), 1 KiB body
 #   sig1k    signed, 1 KiB body;  sig64k  signed, 64 KiB;  sig1m  signed, 1 MiB
 # For every arm the load generator reads Caddy's utime+stime (/proc/PID/stat)
@@ -27,8 +30,8 @@
 # through the admin API's /debug/pprof/heap?gc=1).
 #
 # Environment (defaults in brackets):
-#   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["key sig1k sig64k sig1m"]
-#   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+3)  PACED [1]  MEMCHECK [1]  GOBENCH [1]
+#   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["header key sig1k sig64k sig1m"]
+#   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+4)  PACED [1]  MEMCHECK [1]  GOBENCH [1]
 #   KEEP [0]: keep the temporary directory (Caddyfile, logs, results.jsonl)
 #   LOG_LEVEL [INFO]: Caddy's log level; WARN drops the sidecar's per-request
 #   "accepted" audit line, to see what writing it costs
@@ -41,7 +44,7 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 CONNS=${CONNS:-8}
-CASES=${CASES:-"key sig1k sig64k sig1m"}
+CASES=${CASES:-"header key sig1k sig64k sig1m"}
 LOG_LEVEL=${LOG_LEVEL:-INFO}
 BASE_PORT=${BASE_PORT:-18480}
 PACED=${PACED:-1}
@@ -53,6 +56,7 @@ PLAIN_PORT=$BASE_PORT
 AUTH_PORT=$((BASE_PORT + 1))
 UP_PORT=$((BASE_PORT + 2))
 ADMIN_PORT=$((BASE_PORT + 3))
+HEADER_PORT=$((BASE_PORT + 4))
 CLK_TCK=$(getconf CLK_TCK)
 
 ncases=$(wc -w <<<"$CASES")
@@ -77,6 +81,13 @@ cat >"$TMP/Caddyfile" <<EOF
 }
 http://127.0.0.1:$PLAIN_PORT {
 	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:$UP_PORT
+}
+# A trivial handler in front of the same proxy: the "header" case's auth arm,
+# which shows the ratio any handler at all scores on this machine.
+http://127.0.0.1:$HEADER_PORT {
+	bind 127.0.0.1
+	request_header X-Tenant-ID bench
 	reverse_proxy 127.0.0.1:$UP_PORT
 }
 http://127.0.0.1:$AUTH_PORT {
@@ -104,6 +115,7 @@ CADDY=$!
 PIDS+=("$CADDY")
 wait_port "$PLAIN_PORT"
 wait_port "$AUTH_PORT"
+wait_port "$HEADER_PORT"
 wait_port "$UP_PORT"
 
 # Bare HMAC-SHA256 per size, from the Go benchmark, for the CPU budget.
@@ -117,7 +129,7 @@ fi
 
 case_args() { # case -> loadgen flags for the auth arm (the plain arm sends the same)
 	case $1 in
-	key) echo "-mode key -size 1024 -key $KEYONLY" ;;
+	key | header) echo "-mode key -size 1024 -key $KEYONLY" ;;
 	sig1k) echo "-mode signed -size 1024 -key $SIGNKEY -secret $SECRET" ;;
 	sig64k) echo "-mode signed -size 65536 -key $SIGNKEY -secret $SECRET" ;;
 	sig1m) echo "-mode signed -size 1048576 -key $SIGNKEY -secret $SECRET" ;;
@@ -125,10 +137,18 @@ case_args() { # case -> loadgen flags for the auth arm (the plain arm sends the 
 	esac
 }
 
+arm_port() { # case arm
+	case $2/$1 in
+	plain/*) echo "$PLAIN_PORT" ;;
+	auth/header) echo "$HEADER_PORT" ;;
+	*) echo "$AUTH_PORT" ;;
+	esac
+}
+
 RESULTS=$TMP/results.jsonl
 run_arm() { # case arm round [rate]: a rate paces the arm and labels it CASE/paced
-	local port=$PLAIN_PORT label=$1 pace=()
-	[ "$2" = auth ] && port=$AUTH_PORT
+	local port label=$1 pace=()
+	port=$(arm_port "$1" "$2")
 	[ -n "${4:-}" ] && label=$1/paced pace=(-rate "$4")
 	# shellcheck disable=SC2046
 	"$TMP/loadgen" -url "http://127.0.0.1:$port/api/whatsapp/automation/events" $(case_args "$1") \
@@ -153,10 +173,8 @@ echo "== A/B: $ROUNDS rounds x ${SECS}s per arm, $CONNS connections, cases: $CAS
 for c in $CASES; do
 	# Warm-up of both arms (not recorded): connections, caches, pools.
 	for arm in plain auth; do
-		port=$PLAIN_PORT
-		[ $arm = auth ] && port=$AUTH_PORT
 		# shellcheck disable=SC2046
-		"$TMP/loadgen" -url "http://127.0.0.1:$port/api/whatsapp/automation/events" $(case_args "$c") \
+		"$TMP/loadgen" -url "http://127.0.0.1:$(arm_port "$c" $arm)/api/whatsapp/automation/events" $(case_args "$c") \
 			-conns "$CONNS" -duration 1s >/dev/null
 	done
 	rounds "$c"
