@@ -829,8 +829,9 @@ func TestFaultReloadKeepsReplayClaims(t *testing.T) {
 }
 
 // Mixed valid, invalid and signed traffic at full speed on loopback: every
-// decision right, and goroutines and resident memory flat between the first
-// and the last tenth of the run. 10 s; 60 s with WAPPCHAT_SOAK=1.
+// decision right, goroutines flat between the first and the last tenth of the
+// run, and the Go heap back near where it started once collected. 10 s; 60 s
+// with WAPPCHAT_SOAK=1.
 func TestSoak(t *testing.T) {
 	duration := 10 * time.Second
 	if os.Getenv("WAPPCHAT_SOAK") == "1" {
@@ -843,6 +844,8 @@ func TestSoak(t *testing.T) {
 	revoked := s.createKey(t, "tenant-soak")
 	s.revoke(t, revoked.ID)
 	upBefore := upstreamCount(t, s)
+	collectGarbage(t, s)
+	heapBefore := mustGauges(t, s)[heapMetric]
 
 	type kind struct {
 		name   string
@@ -994,13 +997,19 @@ func TestSoak(t *testing.T) {
 	r0, r1 := avg(first, func(p samplePoint) float64 { return p.rss }), avg(last, func(p samplePoint) float64 { return p.rss })
 	t.Logf("first 10%% of the run (%v-%v): %.0f goroutines, RSS %.1f MiB", first[0].at.Round(time.Millisecond), first[len(first)-1].at.Round(time.Millisecond), g0, r0/(1<<20))
 	t.Logf("last 10%% of the run (%v-%v): %.0f goroutines, RSS %.1f MiB", last[0].at.Round(time.Millisecond), last[len(last)-1].at.Round(time.Millisecond), g1, r1/(1<<20))
-	// Tolerance: goroutines within 25% + 10 (connections come and go at full
-	// speed), RSS within 15% + 16 MiB (GC cycles move it that much on their own).
+	// Goroutines within 25% + 10: connections come and go at full speed.
 	if g1 > g0*1.25+10 {
 		t.Errorf("goroutines grew from %.0f to %.0f", g0, g1)
 	}
-	if r1 > r0*1.15+16<<20 {
-		t.Errorf("RSS grew from %.1f MiB to %.1f MiB", r0/(1<<20), r1/(1<<20))
-	}
 	poll(t, "every body buffer back in the pool after the soak", func() bool { return mustGauges(t, s)[buffersMetric] == 0 })
+	// RSS is only logged (the runtime hands pages back lazily). Collected, the
+	// heap keeps only the caches and the replay claims, which are bounded.
+	// 16 MiB over the ~50,000 requests of 10 s is ~300 bytes a request: less
+	// than a kept body buffer or request.
+	collectGarbage(t, s)
+	heapAfter := mustGauges(t, s)[heapMetric]
+	t.Logf("heap in use after two GCs: %.1f MiB before the soak, %.1f MiB after", heapBefore/(1<<20), heapAfter/(1<<20))
+	if heapAfter > heapBefore+16<<20 {
+		t.Errorf("heap in use grew from %.1f MiB to %.1f MiB over %d requests", heapBefore/(1<<20), heapAfter/(1<<20), total)
+	}
 }
