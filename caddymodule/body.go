@@ -31,16 +31,26 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, *Rejection) {
 		buf.Grow(int(r.ContentLength) + bytes.MinRead)
 	}
 	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	var maxBytes *http.MaxBytesError
-	switch {
-	case errors.As(err, &maxBytes), err == nil && int64(buf.Len()) > limit:
+	if rej := bodyRejection(err, int64(buf.Len()) > limit); rej != nil {
 		releaseBody(buf)
-		return nil, ErrBodyTooLarge
-	case err != nil:
-		releaseBody(buf)
-		return nil, ErrInvalidBody
+		return nil, rej
 	}
 	return buf, nil
+}
+
+// bodyRejection tells why a read body is refused, or nil. It is apart from
+// readBody so that only a failed read pays for errors.As's heap-allocated target.
+func bodyRejection(err error, overLimit bool) *Rejection {
+	if err == nil {
+		if overLimit {
+			return ErrBodyTooLarge
+		}
+		return nil
+	}
+	if maxBytes := (*http.MaxBytesError)(nil); errors.As(err, &maxBytes) {
+		return ErrBodyTooLarge
+	}
+	return ErrInvalidBody
 }
 
 // replaceBody gives the rest of the chain the verified bytes with an exact
@@ -56,7 +66,12 @@ func replaceBody(r *http.Request, buf *bytes.Buffer) io.Closer {
 	}
 	r.ContentLength = int64(n)
 	r.TransferEncoding = nil
-	r.Header.Set("Content-Length", strconv.Itoa(n))
+	// Usually the client's header already says n: setting it again would allocate.
+	var digits [20]byte
+	length := strconv.AppendInt(digits[:0], int64(n), 10)
+	if v := r.Header["Content-Length"]; len(v) != 1 || v[0] != string(length) {
+		r.Header.Set("Content-Length", string(length))
+	}
 	return r.Body
 }
 

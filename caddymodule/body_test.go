@@ -82,6 +82,22 @@ func TestReplaceBody(t *testing.T) {
 	}
 }
 
+// The Content-Length header upstream always says what the body holds, whatever the client sent.
+func TestReplaceBodyContentLengthHeader(t *testing.T) {
+	for _, sent := range [][]string{nil, {"5"}, {"99"}, {"5", "5"}, {"05"}, {""}} {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		if sent != nil {
+			r.Header["Content-Length"] = sent
+		}
+		buf := bodyBuffers.Get().(*bytes.Buffer)
+		buf.WriteString("hello")
+		replaceBody(r, buf).Close()
+		if got := r.Header["Content-Length"]; len(got) != 1 || got[0] != "5" {
+			t.Errorf("client sent %q: Content-Length upstream %q, want [5]", sent, got)
+		}
+	}
+}
+
 // TestReplaceBodyConcurrentClose: net/http's transports may close a request
 // body from another goroutine while still reading it (http.RoundTripper: "may
 // do so in a separate goroutine even after RoundTrip returns"; the HTTP/2
