@@ -47,7 +47,8 @@ func bodyRejection(err error, overLimit bool) *Rejection {
 		}
 		return nil
 	}
-	if maxBytes := (*http.MaxBytesError)(nil); errors.As(err, &maxBytes) {
+	var maxBytes *http.MaxBytesError
+	if errors.As(err, &maxBytes) {
 		return ErrBodyTooLarge
 	}
 	return ErrInvalidBody
