@@ -25,9 +25,9 @@
 # (VmHWM). With PACED=1, each case then runs ROUNDS more rounds with both arms
 # at one fixed rate (80% of the auth arm's slowest round), reported as
 # CASE/paced: Caddy's CPU per request at equal load, where neither arm's figure
-# is inflated by running less busy than the other. Then the memory check: 256 concurrent signed 1 MiB uploads, Caddy's
-# RSS before, peak during, and after (5 s later, and after two forced GCs
-# through the admin API's /debug/pprof/heap?gc=1).
+# is inflated by running less busy than the other. Then the memory check: 256
+# concurrent signed 1 MiB uploads, Caddy's RSS before, peak during, and after
+# (5 s later, and after two forced GCs through the admin API's /debug/pprof/heap?gc=1).
 #
 # Environment (defaults in brackets):
 #   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["header key sig1k sig64k sig1m"]
