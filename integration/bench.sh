@@ -4,17 +4,21 @@
 #   integration/bench.sh
 #
 # One command: builds ./caddy if missing or stale (./xcaddy.sh), starts one upstream
-# (loadgen -serve: drains the body, answers 200) and ONE Caddy with three sites
+# (loadgen -serve: drains the body, answers 200) and ONE Caddy with four sites
 # on loopback, all proxying to that upstream:
 #   plain   http://127.0.0.1:$BASE      reverse_proxy
 #   auth    http://127.0.0.1:$BASE+1    wappchat_auth (signatures optional) + reverse_proxy
 #   header  http://127.0.0.1:$BASE+4    request_header + reverse_proxy (the header case)
+#   logline http://127.0.0.1:$BASE+5    reverse_proxy + access log (the logline case)
 # creates a key-only key and a signing key with `caddy wappchat-keys create`,
 # then for each case alternates plain/auth ROUNDS times (order swapped every
 # round), SECS seconds per arm, with the load generator (integration/loadgen)
 # signing every request freshly in both arms:
 #   header   not the sidecar: a trivial request_header handler + reverse_proxy,
 #            the same requests as key; its ratio is what any handler scores here
+#   logline  not the sidecar: plain reverse_proxy writing one access log entry
+#            per request to the same log as the sidecar's audit entry, the same
+#            requests as key; its ratio is what one log entry per request costs here
 #   key      key only (x-wappchat-key), 1 KiB body
 #   sig1k    signed, 1 KiB body;  sig64k  signed, 64 KiB;  sig1m  signed, 1 MiB
 # For every arm the load generator reads Caddy's utime+stime (/proc/PID/stat)
@@ -30,8 +34,8 @@
 # (5 s later, and after two forced GCs through the admin API's /debug/pprof/heap?gc=1).
 #
 # Environment (defaults in brackets):
-#   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["header key sig1k sig64k sig1m"]
-#   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+4)  PACED [1]  MEMCHECK [1]  GOBENCH [1]
+#   ROUNDS [5]  SECS [10]  CONNS [8]  CASES ["header logline key sig1k sig64k sig1m"]
+#   BASE_PORT [18480] (uses BASE_PORT..BASE_PORT+5)  PACED [1]  MEMCHECK [1]  GOBENCH [1]
 #   KEEP [0]: keep the temporary directory (Caddyfile, logs, results.jsonl)
 #   LOG_LEVEL [INFO]: Caddy's log level; WARN drops the sidecar's per-request
 #   "accepted" audit line, to see what writing it costs
@@ -44,7 +48,7 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 CONNS=${CONNS:-8}
-CASES=${CASES:-"header key sig1k sig64k sig1m"}
+CASES=${CASES:-"header logline key sig1k sig64k sig1m"}
 LOG_LEVEL=${LOG_LEVEL:-INFO}
 BASE_PORT=${BASE_PORT:-18480}
 PACED=${PACED:-1}
@@ -57,6 +61,7 @@ AUTH_PORT=$((BASE_PORT + 1))
 UP_PORT=$((BASE_PORT + 2))
 ADMIN_PORT=$((BASE_PORT + 3))
 HEADER_PORT=$((BASE_PORT + 4))
+LOGLINE_PORT=$((BASE_PORT + 5))
 CLK_TCK=$(getconf CLK_TCK)
 
 ncases=$(wc -w <<<"$CASES")
@@ -90,6 +95,18 @@ http://127.0.0.1:$HEADER_PORT {
 	request_header X-Tenant-ID bench
 	reverse_proxy 127.0.0.1:$UP_PORT
 }
+# Plain reverse_proxy plus one log entry per request (its access log, filtered as
+# the README configures it), written where the sidecar's audit entries go: the
+# "logline" case's auth arm, which shows what one entry per request costs here.
+http://127.0.0.1:$LOGLINE_PORT {
+	bind 127.0.0.1
+	log {
+		format filter {
+			request>headers>X-Wappchat-Key delete
+		}
+	}
+	reverse_proxy 127.0.0.1:$UP_PORT
+}
 http://127.0.0.1:$AUTH_PORT {
 	bind 127.0.0.1
 	wappchat_auth {
@@ -116,6 +133,7 @@ PIDS+=("$CADDY")
 wait_port "$PLAIN_PORT"
 wait_port "$AUTH_PORT"
 wait_port "$HEADER_PORT"
+wait_port "$LOGLINE_PORT"
 wait_port "$UP_PORT"
 
 # Bare HMAC-SHA256 per size, from the Go benchmark, for the CPU budget.
@@ -129,7 +147,7 @@ fi
 
 case_args() { # case -> loadgen flags for the auth arm (the plain arm sends the same)
 	case $1 in
-	key | header) echo "-mode key -size 1024 -key $KEYONLY" ;;
+	key | header | logline) echo "-mode key -size 1024 -key $KEYONLY" ;;
 	sig1k) echo "-mode signed -size 1024 -key $SIGNKEY -secret $SECRET" ;;
 	sig64k) echo "-mode signed -size 65536 -key $SIGNKEY -secret $SECRET" ;;
 	sig1m) echo "-mode signed -size 1048576 -key $SIGNKEY -secret $SECRET" ;;
@@ -141,6 +159,7 @@ arm_port() { # case arm
 	case $2/$1 in
 	plain/*) echo "$PLAIN_PORT" ;;
 	auth/header) echo "$HEADER_PORT" ;;
+	auth/logline) echo "$LOGLINE_PORT" ;;
 	*) echo "$AUTH_PORT" ;;
 	esac
 }
