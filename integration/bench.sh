@@ -107,13 +107,7 @@ http://127.0.0.1:$LOGLINE_PORT {
 	}
 	reverse_proxy 127.0.0.1:$UP_PORT
 }
-http://127.0.0.1:$AUTH_PORT {
-	bind 127.0.0.1
-	wappchat_auth {
-		signatures optional
-	}
-	reverse_proxy 127.0.0.1:$UP_PORT
-}
+$(auth_site "$AUTH_PORT")
 EOF
 
 create_key() { # extra flags...
@@ -127,9 +121,7 @@ SECRET=$(field "$SIGNING_JSON" secret)
 [ -n "$KEYONLY" ] && [ -n "$SIGNKEY" ] && [ -n "$SECRET" ] || { echo "could not create keys" >&2; exit 1; }
 
 # Caddy's own logs (the sidecar's audit line per accepted request included) go to a file.
-./caddy run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
-CADDY=$!
-PIDS+=("$CADDY")
+start_caddy
 wait_port "$PLAIN_PORT"
 wait_port "$AUTH_PORT"
 wait_port "$HEADER_PORT"

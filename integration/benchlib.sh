@@ -3,7 +3,8 @@
 # after setting KEEP, LIMIT (seconds) and UP_PORT. It gives: TMP (removed on
 # exit unless KEEP=1), PIDS (killed on exit), a watchdog that ends the run
 # after LIMIT seconds (WATCHDOG), a fresh ./caddy, $TMP/loadgen, the upstream
-# (loadgen -serve on UP_PORT), and the helpers wait_port and field.
+# (loadgen -serve on UP_PORT), and the helpers wait_port, field, auth_site
+# (the sidecar's site block) and start_caddy.
 NAME=$1
 TMP=$(mktemp -d "/tmp/wappchat-$NAME.XXXXXX")
 PIDS=()
@@ -41,6 +42,24 @@ wait_port() { # port
 
 field() { # json name: the string value of name in one-line-per-field JSON
 	sed -n "s/.*\"$2\": *\"\([^\"]*\)\".*/\1/p" <<<"$1"
+}
+
+auth_site() { # port: the sidecar's site for $TMP/Caddyfile, proxying to the upstream
+	cat <<EOF
+http://127.0.0.1:$1 {
+	bind 127.0.0.1
+	wappchat_auth {
+		signatures optional
+	}
+	reverse_proxy 127.0.0.1:$UP_PORT
+}
+EOF
+}
+
+start_caddy() { # runs ./caddy on $TMP/Caddyfile, its logs in $TMP/caddy.log; sets CADDY
+	./caddy run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
+	CADDY=$!
+	PIDS+=("$CADDY")
 }
 
 "$TMP/loadgen" -serve "127.0.0.1:$UP_PORT" 2>"$TMP/upstream.log" &

@@ -42,21 +42,13 @@ cat >"$TMP/Caddyfile" <<EOF
 	persist_config off
 	storage file_system $TMP/storage
 }
-http://127.0.0.1:$AUTH_PORT {
-	bind 127.0.0.1
-	wappchat_auth {
-		signatures optional
-	}
-	reverse_proxy 127.0.0.1:$UP_PORT
-}
+$(auth_site "$AUTH_PORT")
 EOF
 JSON=$(./caddy wappchat-keys create --tenant bench --json --config "$TMP/Caddyfile" --adapter caddyfile --name signing --signing 2>>"$TMP/cli.log")
 KEY=$(field "$JSON" key)
 SECRET=$(field "$JSON" secret)
 
-./caddy run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
-CADDY=$!
-PIDS+=("$CADDY")
+start_caddy
 wait_port "$AUTH_PORT"
 wait_port "$UP_PORT"
 wait_port "$ADMIN_PORT"
